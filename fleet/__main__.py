@@ -1,0 +1,5 @@
+"""``python -m fleet`` is ``botfleet``."""
+
+from fleet.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""The configuration model: every key of ``config.yaml``.
+
+A leaf module (pydantic only). Loading the YAML file, ``${ENV}`` interpolation
+and error messages with file and line live in :mod:`fleet.config_file`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Sequence
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from fleet.errors import FleetError
+
+# Bot ids appear in Redis keys, URLs and metric labels: keep them short and plain.
+BotId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+# What BotFather hands out: "<bot numeric id>:<secret>".
+_TOKEN_RE = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,}$")
+_WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+
+Loc = tuple[str | int, ...]
+
+
+class ConfigConsistencyError(FleetError):
+    """Cross-field problems (duplicates, dangling references) with their paths.
+
+    Raised from a model validator: pydantic lets non-ValueError exceptions
+    through, so each problem keeps its own path instead of collapsing to the root.
+    """
+
+    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in self.problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _blank_to_none(value: object) -> object:
+    # "${DATABASE_URL:-}" yields "": treat an empty URL as "not configured".
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class InstanceConfig(_Section):
+    id: str = Field(default_factory=_default_instance_id, min_length=1, max_length=128)
+    capacity: float = Field(default=1.0, gt=0, description="Relative weight in bot assignment.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_id(cls, data: object) -> object:
+        # "id: ${BOTFLEET_INSTANCE_ID:-}" means "not set": fall back to hostname-pid.
+        if isinstance(data, dict) and _blank_to_none(data.get("id", "")) is None:
+            return {k: v for k, v in data.items() if k != "id"}
+        return data
+
+
+class RedisConfig(_Section):
+    url: SecretStr | None = Field(
+        default=None, description="redis:// or unix:// URL; unset: embedded Redis (demo only)."
+    )
+    pool_size: int = Field(default=64, ge=1, le=10_000)
+    key_prefix: str = Field(default="botfleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    _blank = field_validator("url", mode="before")(_blank_to_none)
+
+
+class DatabaseConfig(_Section):
+    url: SecretStr | None = Field(
+        default=None,
+        description="postgresql:// URL; unset: embedded PostgreSQL (demo only).",
+    )
+    pool_size: int = Field(default=10, ge=1, le=1_000)
+    max_overflow: int = Field(default=10, ge=0, le=1_000)
+    pool_timeout: float = Field(default=10.0, gt=0, le=300)
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    statement_timeout: float = Field(default=30.0, gt=0, le=3_600)
+
+    _blank = field_validator("url", mode="before")(_blank_to_none)
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="How Telegram and gateways reach this instance (webhook mode).",
+    )
+
+    _blank = field_validator("public_url", mode="before")(_blank_to_none)
+
+
+class TelegramConfig(_Section):
+    api_base: str = Field(default="https://api.telegram.org", pattern=r"^https?://[^\s]+$")
+    mode: Literal["polling", "webhook"] = "polling"
+    polling_timeout: int = Field(default=25, ge=0, le=50)
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Instance secret from which each bot's webhook secret token is derived.",
+    )
+
+    _blank = field_validator("webhook_secret", mode="before")(_blank_to_none)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET_RE.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 16-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+
+class TextBlock(_Section):
+    text: str = Field(min_length=1, max_length=4096)
+
+
+class FunnelConfig(_Section):
+    welcome: TextBlock
+    fallback: TextBlock
+
+
+class BotConfig(_Section):
+    id: BotId
+    token: SecretStr
+    enabled: bool = True
+    funnel: str
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        # The message never repeats the value: it is a secret.
+        if not _TOKEN_RE.fullmatch(value.get_secret_value()):
+            raise ValueError("not a bot token (expected <digits>:<secret> as BotFather gives)")
+        return value
+
+    @property
+    def telegram_id(self) -> int:
+        """The bot's Telegram user id: the number before ':' in its token."""
+        return int(self.token.get_secret_value().split(":", 1)[0])
+
+
+class FleetConfig(_Section):
+    instance: InstanceConfig = Field(default_factory=InstanceConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    funnels: dict[str, FunnelConfig] = Field(default_factory=dict)
+    bots: list[BotConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        ids: dict[str, int] = {}
+        tokens: dict[str, int] = {}
+        for i, bot in enumerate(self.bots):
+            if bot.id in ids:
+                problems.append((("bots", i, "id"), f"duplicate bot id (also bots[{ids[bot.id]}])"))
+            ids.setdefault(bot.id, i)
+            secret = bot.token.get_secret_value()
+            if secret in tokens:
+                problems.append((("bots", i, "token"), f"same token as bots[{tokens[secret]}]"))
+            tokens.setdefault(secret, i)
+            if bot.funnel not in self.funnels:
+                known = ", ".join(sorted(self.funnels)) or "none defined"
+                problems.append(
+                    (("bots", i, "funnel"), f"unknown funnel {bot.funnel!r} (known: {known})")
+                )
+        if self.telegram.mode == "webhook":
+            if self.http.public_url is None:
+                problems.append((("http", "public_url"), "required when telegram.mode is webhook"))
+            if self.telegram.webhook_secret is None:
+                problems.append(
+                    (("telegram", "webhook_secret"), "required when telegram.mode is webhook")
+                )
+        if problems:
+            raise ConfigConsistencyError(problems)
+        return self
+
+    def bot(self, bot_id: str) -> BotConfig:
+        for bot in self.bots:
+            if bot.id == bot_id:
+                return bot
+        raise KeyError(bot_id)
+
+    def enabled_bots(self) -> list[BotConfig]:
+        return [bot for bot in self.bots if bot.enabled]

@@ -1,0 +1,14 @@
+"""The root of every error botfleet raises on purpose.
+
+A leaf module: anything may import it, it imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Base class for errors that botfleet raises deliberately."""
+
+
+class ServiceUnavailable(FleetError):
+    """A backing service (PostgreSQL, Redis) did not answer in time."""

@@ -1,0 +1,181 @@
+"""SQLAlchemy 2 models: what must not be lost.
+
+Telegram ids are BIGINT everywhere; unique constraints back every
+idempotency rule so that a repeated write is a no-op, not a second row.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names: alembic can then drop and compare them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class BotState(enum.StrEnum):
+    """What the fleet last knew about a bot; `running` etc. are set by its runner."""
+
+    UNKNOWN = "unknown"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    UNAUTHORIZED = "unauthorized"  # Telegram answered 401: token revoked or wrong
+    DISABLED = "disabled"  # enabled: false in the config
+
+
+class Direction(enum.StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class Bot(Base):
+    __tablename__ = "bots"
+
+    # The operator's id from config.yaml (a slug): stable across token rotations.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    username: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[BotState] = mapped_column(
+        Enum(BotState, name="bot_state", values_callable=lambda e: [m.value for m in e]),
+        nullable=False,
+        server_default=BotState.UNKNOWN.value,
+    )
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    state_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index(None, "telegram_id"),)
+
+
+class BotUser(Base):
+    """A Telegram user as seen by one bot, with how they arrived (attribution)."""
+
+    __tablename__ = "bot_users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), nullable=False)
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    username: Mapped[str | None] = mapped_column(String(64))
+    first_name: Mapped[str | None] = mapped_column(String(256))
+    last_name: Mapped[str | None] = mapped_column(String(256))
+    language_code: Mapped[str | None] = mapped_column(String(16))
+    first_interaction_at: Mapped[datetime] = _now()
+    last_interaction_at: Mapped[datetime] = _now()
+    blocked: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Attribution from the ad click (/go/{slug} -> /start {token}).
+    tracking_token: Mapped[str | None] = mapped_column(String(64))
+    utm_source: Mapped[str | None] = mapped_column(String(256))
+    utm_medium: Mapped[str | None] = mapped_column(String(256))
+    utm_campaign: Mapped[str | None] = mapped_column(String(256))
+    utm_content: Mapped[str | None] = mapped_column(String(256))
+    utm_term: Mapped[str | None] = mapped_column(String(256))
+    fbclid: Mapped[str | None] = mapped_column(String(512))
+    fbp: Mapped[str | None] = mapped_column(String(256))
+    fbc: Mapped[str | None] = mapped_column(String(512))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    attributed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("bot_id", "telegram_user_id"),
+        # Audiences for campaigns walk one bot's users who have not blocked it.
+        Index(
+            "ix_bot_users_bot_active",
+            "bot_id",
+            "last_interaction_at",
+            "id",
+            postgresql_where=text("NOT blocked"),
+        ),
+        Index(None, "tracking_token", postgresql_where=text("tracking_token IS NOT NULL")),
+    )
+
+
+class Message(Base):
+    """Inbound and outbound message log."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), nullable=False)
+    chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    message_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    direction: Mapped[Direction] = mapped_column(
+        Enum(Direction, name="message_direction", values_callable=lambda e: [m.value for m in e]),
+        nullable=False,
+    )
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    update_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False, server_default="text")
+    text: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("bot_id", "chat_id", "message_id", "direction"),
+        Index(None, "bot_id", "chat_id", "sent_at"),
+    )
+
+
+class DeadLetter(Base):
+    """An update whose handling failed: kept with its payload so nothing is lost."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), nullable=False)
+    update_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    error_type: Mapped[str] = mapped_column(String(256), nullable=False)
+    error: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    first_failed_at: Mapped[datetime] = _now()
+    last_failed_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # A redelivered update that fails again bumps `attempts`, not a new row.
+        UniqueConstraint("bot_id", "update_id"),
+        CheckConstraint("attempts >= 1", name="attempts_positive"),
+        Index(
+            "ix_dead_letters_unresolved",
+            "bot_id",
+            "last_failed_at",
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+    )

@@ -1,0 +1,49 @@
+"""One ``redis.asyncio`` pool per process, built from ``redis`` config."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from fleet.config import RedisConfig
+from fleet.errors import FleetError, ServiceUnavailable
+
+
+class RedisNotConfigured(FleetError):
+    """``redis.url`` is empty where a real Redis is required."""
+
+
+def redacted_redis_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def create_redis(config: RedisConfig, *, url: str | None = None) -> Redis:
+    if url is None:
+        if config.url is None:
+            raise RedisNotConfigured("redis.url is not set")
+        url = config.url.get_secret_value()
+    return Redis.from_url(
+        url,
+        max_connections=config.pool_size,
+        socket_connect_timeout=config.connect_timeout,
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+async def ping_redis(redis: Redis, where: str, within: float) -> None:
+    """Raise :class:`ServiceUnavailable` unless Redis answers within ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            await redis.ping()
+    except TimeoutError:
+        raise ServiceUnavailable(f"Redis at {where} did not answer within {within:g} s") from None
+    except (OSError, RedisError) as exc:
+        raise ServiceUnavailable(f"Redis at {where} is unreachable: {exc}") from None

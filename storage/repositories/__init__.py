@@ -1,0 +1,18 @@
+"""Repositories: queries over one session. They never commit; services do."""
+
+from storage.repositories.bots import BotRecord, BotRepository
+from storage.repositories.dead_letters import DeadLetterRepository, FailedUpdate
+from storage.repositories.messages import MessageRecord, MessageRepository
+from storage.repositories.users import Attribution, BotUserRepository, UserSeen
+
+__all__ = [
+    "Attribution",
+    "BotRecord",
+    "BotRepository",
+    "BotUserRepository",
+    "DeadLetterRepository",
+    "FailedUpdate",
+    "MessageRecord",
+    "MessageRepository",
+    "UserSeen",
+]
