@@ -64,5 +64,5 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Chatty at INFO and not ours to narrate.
-    for name in ("alembic.runtime.migration", "aiohttp.access", "pgserver"):
+    for name in ("alembic", "aiohttp.access", "pgserver"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
