@@ -54,6 +54,10 @@ class RedisKeys:
         """Token bucket for ``scope`` ("bot", "chat", "group") of one bot."""
         return self._key(RATE, bot_id, scope, *parts)
 
+    def send_pause(self, bot_id: str) -> str:
+        """Set after a 429: every instance holds this bot's sends until it expires."""
+        return self._key(RATE, bot_id, "pause")
+
     def throttle(self, bot_id: str, user_id: int) -> str:
         return self._key(THROTTLE, bot_id, user_id)
 
