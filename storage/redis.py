@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from fleet.config import RedisConfig
@@ -29,13 +29,17 @@ def create_redis(config: RedisConfig, *, url: str | None = None) -> Redis:
         if config.url is None:
             raise RedisNotConfigured("redis.url is not set")
         url = config.url.get_secret_value()
-    return Redis.from_url(
+    # A blocking pool makes a burst wait for a free connection; the default
+    # pool raises MaxConnectionsError past pool_size instead.
+    pool = BlockingConnectionPool.from_url(
         url,
         max_connections=config.pool_size,
+        timeout=config.connect_timeout,
         socket_connect_timeout=config.connect_timeout,
         health_check_interval=30,
         decode_responses=False,
     )
+    return Redis.from_pool(pool)  # the client owns and closes the pool
 
 
 async def ping_redis(redis: Redis, where: str, within: float) -> None:

@@ -1,0 +1,66 @@
+"""Redis guards for invariants 2 and 4: each update handled once, each logical send once.
+
+``UpdateDeduplicator`` takes ``dedup:{bot}:{update_id}`` with ``SET NX EX``:
+a key per update, never a high-water mark, kept as long as Telegram may
+redeliver (24 h). ``SendLedger`` takes a key per logical send *before* the
+send. At-most-once sends keep it whatever happens; at-least-once sends
+(deliverables) release it when the send surely failed, so a retry may claim
+it again, and mark it done once Telegram acknowledged.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from storage.keys import DEDUP_TTL_SECONDS, RedisKeys
+
+_CLAIMED = b"claimed"
+_DONE = b"done"
+
+# Release only a claim that is still pending: a confirmed send stays confirmed.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class UpdateDeduplicator:
+    def __init__(self, redis: Redis, keys: RedisKeys, ttl: int = DEDUP_TTL_SECONDS) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl
+
+    async def first_time(self, bot_id: str, update_id: int) -> bool:
+        """True exactly once per (bot, update) within the TTL, across every instance."""
+        key = self._keys.dedup(bot_id, update_id)
+        return bool(await self._redis.set(key, b"1", nx=True, ex=self._ttl))
+
+    async def forget(self, bot_id: str, update_id: int) -> None:
+        """Undo a claim whose handling did not happen (e.g. cancelled before it started)."""
+        await self._redis.delete(self._keys.dedup(bot_id, update_id))
+
+
+class SendLedger:
+    def __init__(self, redis: Redis, keys: RedisKeys, ttl: int = DEDUP_TTL_SECONDS) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl
+        self._release = redis.register_script(_RELEASE)
+
+    def key(self, bot_id: str, purpose: str, *parts: str | int) -> str:
+        return self._keys.idempotency(bot_id, purpose, *parts)
+
+    async def claim(self, key: str) -> bool:
+        """True if this caller may send; False if the send was claimed or done before."""
+        return bool(await self._redis.set(key, _CLAIMED, nx=True, ex=self._ttl))
+
+    async def confirm(self, key: str) -> None:
+        """Telegram acknowledged the send."""
+        await self._redis.set(key, _DONE, ex=self._ttl)
+
+    async def release(self, key: str) -> bool:
+        """The send surely failed: let a retry claim it again (at-least-once sends only)."""
+        return bool(await self._release(keys=[key], args=[_CLAIMED]))
+
+    async def is_done(self, key: str) -> bool:
+        return await self._redis.get(key) == _DONE
