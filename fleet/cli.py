@@ -208,6 +208,45 @@ def demo(config_path: Path, data_dir: Path) -> None:
     _run_async(lambda: run_demo(config_path, data_dir))
 
 
+@cli.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--bot",
+    "tokens",
+    multiple=True,
+    help="Create a bot with this token at start (repeatable); more via the control API.",
+)
+@click.option("--no-rate-limits", is_flag=True, help="Turn Telegram's flood limits off.")
+@click.option("--seed", type=int, default=None, help="Seed for ids and fault dice.")
+def emulator(
+    host: str, port: int, tokens: tuple[str, ...], no_rate_limits: bool, seed: int | None
+) -> None:
+    """Run the Telegram Bot API emulator as its own process (tests, demo, benchmarks)."""
+    import signal
+
+    from fleet.emulator import EmulatorServer, EmulatorSettings, RateLimits
+
+    settings = EmulatorSettings(seed=seed)
+    if no_rate_limits:
+        settings = settings.replace(rate_limits=RateLimits.off())
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with EmulatorServer(host=host, port=port, settings=settings) as server:
+            for token in tokens:
+                server.emulator.add_bot(token)
+            # One line on stdout with the address, for whoever started us (port 0 included).
+            click.echo(f"listening on {server.base_url}", nl=True)
+            sys.stdout.flush()
+            await stop.wait()
+
+    _run_async(main)
+
+
 def main() -> None:
     cli(prog_name="botfleet")
 

@@ -1,0 +1,218 @@
+"""Control API under ``/_emulator/...``: the Python simulation API over HTTP, and its client.
+
+Used when the emulator runs as its own process (``botfleet emulator``), so the
+daemon under test and the emulator do not share a core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from fleet.emulator.faults import FaultPlan
+from fleet.emulator.settings import RateLimits
+from fleet.emulator.state import EmulatorError
+
+if TYPE_CHECKING:
+    from fleet.emulator.emulator import TelegramEmulator
+
+Body = dict[str, Any]
+Action = Callable[["TelegramEmulator", Body], Awaitable[Any]]
+
+
+def _chat(emu: TelegramEmulator, body: Body) -> Any:
+    chat_id = body.get("chat")
+    if chat_id is None:
+        return None
+    if chat_id not in emu.chats:
+        raise EmulatorError(f"no chat {chat_id}")
+    return emu.chats[chat_id]
+
+
+async def _add_bot(emu: TelegramEmulator, b: Body) -> Any:
+    bot = emu.add_bot(b["token"], username=b.get("username"), first_name=b.get("first_name"))
+    return bot.get_me()
+
+
+async def _add_user(emu: TelegramEmulator, b: Body) -> Any:
+    keys = ("username", "language_code", "user_id")
+    return emu.add_user(b.get("first_name", "Ana"), **{k: b[k] for k in keys if k in b}).to_api()
+
+
+async def _add_group(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.add_group(b["title"], bots=list(b.get("bots", []))).to_api()
+
+
+async def _user_sends(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.user_sends(b["bot"], b["user"], b["text"], chat=_chat(emu, b)).to_json()
+
+
+async def _press_button(emu: TelegramEmulator, b: Body) -> Any:
+    action = emu.press_button(
+        b["bot"],
+        b["user"],
+        int(b["message_id"]),
+        data=b.get("data"),
+        text=b.get("text"),
+        chat=_chat(emu, b),
+    )
+    return action.to_json()
+
+
+async def _transcript(emu: TelegramEmulator, b: Body) -> Any:
+    count = int(b.get("count", 0))
+    if count:
+        sent = await emu.wait_for_transcript(
+            b["bot"], count, b.get("chat"), float(b.get("within", 10))
+        )
+    else:
+        sent = emu.transcript(b["bot"], b.get("chat"))
+    return [entry.to_json() for entry in sent]
+
+
+async def _replies_to(emu: TelegramEmulator, b: Body) -> Any:
+    action = emu.actions.get(int(b["action_id"]))
+    if action is None:
+        raise EmulatorError("no such action (forgotten or never made)")
+    count = int(b.get("count", 0))
+    if count:
+        replies = await emu.wait_for_replies(action, count, float(b.get("within", 10)))
+    else:
+        replies = emu.replies_to(action)
+    return [entry.to_json() for entry in replies]
+
+
+async def _action(emu: TelegramEmulator, b: Body) -> Any:
+    action = emu.actions.get(int(b["action_id"]))
+    if action is None:
+        raise EmulatorError("no such action (forgotten or never made)")
+    return action.to_json()
+
+
+async def _set_faults(emu: TelegramEmulator, b: Body) -> Any:
+    bot = b.pop("bot", None)
+    emu.set_faults(FaultPlan.from_json(b), bot)
+    return True
+
+
+async def _simple(emu: TelegramEmulator, name: str, b: Body) -> Any:
+    if name == "block":
+        return emu.block(b["bot"], b["user"]).to_json()
+    if name == "unblock":
+        return emu.unblock(b["bot"], b["user"]).to_json()
+    if name == "join_via_invite":
+        return [a.to_json() for a in emu.join_via_invite(b["user"], b["invite_link"])]
+    if name == "reset_transcripts":
+        emu.reset_transcripts(b.get("bot"))
+    elif name == "clear_faults":
+        emu.clear_faults(b.get("bot"))
+    elif name == "set_rate_limits":
+        emu.set_rate_limits(RateLimits(**b))
+    elif name == "revoke_token":
+        emu.revoke_token(b["bot"])
+    elif name == "counters":
+        return emu.counters()
+    return True
+
+
+_ACTIONS: dict[str, Action] = {
+    "add_bot": _add_bot,
+    "add_user": _add_user,
+    "add_group": _add_group,
+    "user_sends": _user_sends,
+    "press_button": _press_button,
+    "transcript": _transcript,
+    "replies_to": _replies_to,
+    "action": _action,
+    "set_faults": _set_faults,
+}
+_SIMPLE = frozenset(
+    {
+        "block",
+        "unblock",
+        "join_via_invite",
+        "reset_transcripts",
+        "clear_faults",
+        "set_rate_limits",
+        "revoke_token",
+        "counters",
+    }
+)
+
+
+def add_control_routes(app: web.Application, emulator: TelegramEmulator) -> None:
+    async def handle(request: web.Request) -> web.Response:
+        name = request.match_info["action"]
+        try:
+            raw = await request.read()
+            body = orjson.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict):
+                raise EmulatorError("the body must be a JSON object")
+            if name in _ACTIONS:
+                result = await _ACTIONS[name](emulator, body)
+            elif name in _SIMPLE:
+                result = await _simple(emulator, name, body)
+            else:
+                return _answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+        except TimeoutError:
+            return _answer(408, {"ok": False, "error_code": 408, "description": "timed out"})
+        except (EmulatorError, KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            return _answer(400, {"ok": False, "error_code": 400, "description": detail})
+        return _answer(200, {"ok": True, "result": result})
+
+    app.router.add_post("/_emulator/{action}", handle)
+
+
+def _answer(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+class EmulatorControlError(Exception):
+    pass
+
+
+class EmulatorClient:
+    """The control API from another process: ``await client.user_sends(bot, user, "/start")``."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._owns_session = session is None
+
+    async def request(self, action: str, **body: Any) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        async with self._session.post(
+            f"{self.base_url}/_emulator/{action}",
+            data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            answer = orjson.loads(await response.read())
+        if not answer.get("ok"):
+            raise EmulatorControlError(answer.get("description", "control call failed"))
+        return answer["result"]
+
+    def __getattr__(self, action: str) -> Callable[..., Awaitable[Any]]:
+        if action.startswith("_") or action not in _ACTIONS.keys() | _SIMPLE:
+            raise AttributeError(action)
+
+        async def call(**body: Any) -> Any:
+            return await self.request(action, **body)
+
+        return call
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    async def __aenter__(self) -> EmulatorClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
