@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from fleet.emulator.control import add_control_routes
 from fleet.emulator.emulator import TelegramEmulator
@@ -44,7 +45,7 @@ async def read_params(request: web.Request, max_upload: int) -> Params:
                     files[part.name] = await _read_upload(part, max_upload)
                 else:
                     raw[part.name] = await part.text()
-        except (ValueError, AssertionError, UnicodeDecodeError) as exc:
+        except (ValueError, AssertionError, UnicodeDecodeError, HttpProcessingError) as exc:
             raise bad_request(f"can't parse multipart body: {type(exc).__name__}") from None
         return Params(raw, files)
     if ctype == "application/x-www-form-urlencoded":
@@ -103,6 +104,11 @@ async def _bot_method(request: web.Request) -> web.StreamResponse:
         if transport is not None:
             transport.abort()
         raise asyncio.CancelledError from None
+    except Exception:
+        # A bug here must not kill the server; the fuzz tests fail on any 500.
+        logger.exception("emulator failed on %s", method)
+        emulator.statuses[500] += 1
+        return _envelope(500, orjson.dumps(ApiError(500, "Internal Server Error").envelope()))
     return _envelope(status, body)
 
 
@@ -194,4 +200,3 @@ class EmulatorServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-

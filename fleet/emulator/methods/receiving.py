@@ -44,6 +44,7 @@ async def get_updates(emu: TelegramEmulator, bot: EmulatedBot, p: Params) -> Any
     try:
         entries = bot.queue.peek(limit)
         if not entries and timeout > 0:
+            emu.changed()  # someone may wait for "the bot is polling"
             await asyncio.wait({poll}, timeout=timeout)
             if poll.done() and not poll.cancelled() and poll.exception() is not None:
                 raise poll.exception()  # type: ignore[misc]
