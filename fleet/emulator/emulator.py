@@ -131,6 +131,7 @@ class TelegramEmulator(UserSimulation):
             "updates_confirmed": sum(bot.queue.confirmed for bot in bots),
             "updates_expired": sum(bot.queue.expired for bot in bots),
             "updates_pending": sum(len(bot.queue) for bot in bots),
+            "long_polls_open": sum(1 for bot in bots if bot.queue.polling),
             "webhook_delivered": sum(d.delivered for d in deliveries),
             "webhook_failed": sum(d.failed for d in deliveries),
             "flood_rejected": self.flood.rejected,
