@@ -208,6 +208,15 @@ def demo(config_path: Path, data_dir: Path) -> None:
     _run_async(lambda: run_demo(config_path, data_dir))
 
 
+@cli.command("run")
+@_config_option
+def run(config_path: Path) -> None:
+    """Run the fleet: poll every owned bot until SIGTERM (drain) or SIGINT; SIGHUP reloads."""
+    from fleet.supervisor import run_supervisor
+
+    _run_async(lambda: run_supervisor(config_path))
+
+
 @cli.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))

@@ -129,6 +129,28 @@ class TelegramConfig(_Section):
         return value
 
 
+class RuntimeConfig(_Section):
+    """How the daemon runs its bots: concurrency, user limits, shutdown and reload."""
+
+    max_concurrent_updates: int = Field(
+        default=512, ge=1, le=100_000, description="Updates in flight across all bots."
+    )
+    start_debounce_seconds: float = Field(
+        default=3.0, ge=0, le=3_600, description="Repeated /start within this window: one welcome."
+    )
+    user_messages_per_minute: int = Field(
+        default=40, ge=1, le=10_000, description="Per-user flood limit, shared by instances."
+    )
+    shutdown_grace: float = Field(default=10.0, gt=0, le=600, description="Drain in-flight work.")
+    shutdown_deadline: float = Field(
+        default=20.0, gt=0, le=900, description="Then cancel; stop within this many seconds."
+    )
+    config_poll_interval: float = Field(
+        default=1.0, gt=0, le=60, description="How often the config file is checked for changes."
+    )
+    watchdog: bool = Field(default=True, description="Ping systemd's watchdog when it asks.")
+
+
 class TextBlock(_Section):
     text: str = Field(min_length=1, max_length=4096)
 
@@ -164,6 +186,7 @@ class FleetConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     funnels: dict[str, FunnelConfig] = Field(default_factory=dict)
     bots: list[BotConfig] = Field(default_factory=list)
 
@@ -185,6 +208,10 @@ class FleetConfig(_Section):
                 problems.append(
                     (("bots", i, "funnel"), f"unknown funnel {bot.funnel!r} (known: {known})")
                 )
+        if self.runtime.shutdown_deadline <= self.runtime.shutdown_grace:
+            problems.append(
+                (("runtime", "shutdown_deadline"), "must be longer than runtime.shutdown_grace")
+            )
         if self.telegram.mode == "webhook":
             if self.http.public_url is None:
                 problems.append((("http", "public_url"), "required when telegram.mode is webhook"))

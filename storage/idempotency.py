@@ -24,16 +24,44 @@ return 0
 """
 
 
+# Claim an update: new -> "processing" for a short lease; "processing" -> busy; else done.
+_CLAIM_UPDATE = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 'new'
+end
+if v == ARGV[1] then return 'busy' end
+return 'done'
+"""
+_PROCESSING = b"processing"
+
+
 class UpdateDeduplicator:
     def __init__(self, redis: Redis, keys: RedisKeys, ttl: int = DEDUP_TTL_SECONDS) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
+        self._claim = redis.register_script(_CLAIM_UPDATE)
 
     async def first_time(self, bot_id: str, update_id: int) -> bool:
         """True exactly once per (bot, update) within the TTL, across every instance."""
         key = self._keys.dedup(bot_id, update_id)
         return bool(await self._redis.set(key, b"1", nx=True, ex=self._ttl))
+
+    async def claim(self, bot_id: str, update_id: int, lease_seconds: int) -> str:
+        """``new`` (handle it now), ``busy`` (someone handles it) or ``done`` (skip it).
+
+        A claim is a short lease, so an instance that dies mid-handling does
+        not lose the update: its redelivery is claimed again once the lease ends.
+        """
+        key = self._keys.dedup(bot_id, update_id)
+        answer = await self._claim(keys=[key], args=[_PROCESSING, lease_seconds])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+    async def complete(self, bot_id: str, update_id: int) -> None:
+        """Handled (or dead-lettered): skip every redelivery for the next 24 h."""
+        await self._redis.set(self._keys.dedup(bot_id, update_id), b"done", ex=self._ttl)
 
     async def forget(self, bot_id: str, update_id: int) -> None:
         """Undo a claim whose handling did not happen (e.g. cancelled before it started)."""

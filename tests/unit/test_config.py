@@ -167,6 +167,7 @@ def test_json_schema_lists_every_section() -> None:
         "database",
         "http",
         "telegram",
+        "runtime",
         "funnels",
         "bots",
     }

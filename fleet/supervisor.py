@@ -1,0 +1,370 @@
+"""The composition root: builds every resource, runs the bots, reloads, drains, stops.
+
+Resources open in an ``AsyncExitStack`` and close in reverse order after every
+runner has stopped. Every task lives in one ``TaskGroup``. Signals only set
+events (SIGTERM/SIGINT: stop, SIGHUP: reload); the work happens here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+
+from fleet.batcher import BatchWriter
+from fleet.config import BotConfig, FleetConfig
+from fleet.config_file import ConfigError, load_config
+from fleet.errors import FleetError
+from fleet.metrics import FleetMetrics, build_metrics
+from fleet.notify import SystemdNotifier
+from fleet.ownership import BotOwnership, StaticOwnership
+from fleet.ratelimit import SendRateLimiter
+from fleet.runner import BotRunner, RunnerServices, RunnerState
+from fleet.sender import Sender
+from fleet.sequencer import ChatSequencer
+from fleet.web import bound_port, build_web_app, start_web
+from storage.database import create_engine, create_session_factory, ping_database
+from storage.idempotency import SendLedger, UpdateDeduplicator
+from storage.keys import RedisKeys
+from storage.redis import create_redis, ping_redis
+from storage.repositories.messages import MessageRecord
+from storage.repositories.users import UserSeen
+from storage.services import BotRegistry, DeadLetters, MessageLog, UserActivity
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: FleetConfig,
+        *,
+        config_path: Path | None = None,
+        ownership: BotOwnership | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._ownership = ownership or StaticOwnership()
+        self._notifier = notifier or SystemdNotifier()
+        self.metrics: FleetMetrics = build_metrics()
+        self.runners: dict[str, BotRunner] = {}
+        self.failed: dict[str, str] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._services: RunnerServices | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._health_checks: list[Any] = []
+        self.web_port: int | None = None
+        self.clean_exit = True
+
+    # -- signals and control ---------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    # -- the whole life ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with AsyncExitStack() as stack:
+            services = await self._open(stack)
+            self._services = services
+            try:
+                async with asyncio.TaskGroup() as group:
+                    self._group = group
+                    background = [
+                        group.create_task(services.users.run(), name="users-batch"),
+                        group.create_task(self._messages.run(), name="messages-batch"),
+                        group.create_task(self._watch_config(), name="config-watch"),
+                        group.create_task(self._loop_lag(), name="loop-lag"),
+                    ]
+                    if self.config.runtime.watchdog:
+                        background.append(group.create_task(self._notifier.watchdog()))
+                    await self._reconcile(self.config)
+                    self._ready.set()
+                    self._notifier.ready(self._status())
+                    log.info("fleet up: %s", self._status())
+                    await self._stop.wait()
+                    self._notifier.stopping()
+                    log.info("stopping: draining for up to %ss", self.config.runtime.shutdown_grace)
+                    await self._shutdown(services)
+                    for task in background:
+                        task.cancel()
+            finally:
+                self._group = None
+                services.users.stop()
+                self._messages.stop()
+                await services.users.flush()
+                await self._messages.flush()
+        self._notifier.close()
+        log.info("stopped (%s)", "clean" if self.clean_exit else "deadline reached")
+
+    async def _open(self, stack: AsyncExitStack) -> RunnerServices:
+        config = self.config
+        if config.telegram.mode != "polling":
+            raise FleetError("telegram.mode webhook is not available yet; use polling")
+        redis = create_redis(config.redis)
+        stack.push_async_callback(redis.aclose)
+        await ping_redis(redis, "redis", config.redis.connect_timeout)
+        engine = create_engine(config.database)
+        stack.push_async_callback(engine.dispose)
+        await ping_database(engine, config.database.connect_timeout)
+        sessions = create_session_factory(engine)
+        self._health_checks = [
+            ("redis", lambda: ping_redis(redis, "redis", 2.0)),
+            ("database", lambda: ping_database(engine, 2.0)),
+        ]
+        keys = RedisKeys(config.redis.key_prefix)
+        # Long polls get their own unbounded pool: one open connection per bot by design.
+        poll_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        stack.push_async_callback(poll_session.close)
+        send_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=0)
+        )
+        stack.push_async_callback(send_session.close)
+        api = TelegramAPIServer.from_base(config.telegram.api_base.rstrip("/"))
+        api_session = AiohttpSession(api=api, limit=64)
+        stack.push_async_callback(api_session.close)
+        self._messages: BatchWriter[MessageRecord] = BatchWriter(
+            "messages", MessageLog(sessions).record
+        )
+        users = BatchWriter[UserSeen](
+            "users",
+            UserActivity(sessions).record_seen,
+            key=lambda seen: (seen.bot_id, seen.telegram_user_id),
+        )
+        registry = BotRegistry(sessions)
+        await registry.sync(config.bots)
+        sender = Sender(
+            send_session,
+            config.telegram.api_base,
+            SendRateLimiter(redis, keys),
+            SendLedger(redis, keys),
+            self._messages,
+            self.metrics,
+        )
+        web_runner = await start_web(
+            build_web_app(self, self.metrics), config.http.host, config.http.port
+        )
+        stack.push_async_callback(web_runner.cleanup)
+        self.web_port = bound_port(web_runner)
+        return RunnerServices(
+            telegram=config.telegram,
+            runtime=config.runtime,
+            poll_session=poll_session,
+            api_session=api_session,
+            sequencer=ChatSequencer(config.runtime.max_concurrent_updates),
+            sender=sender,
+            dedup=UpdateDeduplicator(redis, keys),
+            dead_letters=DeadLetters(sessions),
+            registry=registry,
+            users=users,
+            redis=redis,
+            keys=keys,
+            metrics=self.metrics,
+        )
+
+    # -- bots --------------------------------------------------------------------------------
+
+    async def _reconcile(self, config: FleetConfig, changed: Sequence[str] = ()) -> None:
+        """Make the running set match config and ownership; restart the bots in ``changed``."""
+        wanted = await self._ownership.owned(config.bots)
+        stop = [bot_id for bot_id in self.runners if bot_id not in wanted or bot_id in changed]
+        await asyncio.gather(*(self._stop_bot(bot_id) for bot_id in stop))
+        for bot in config.bots:
+            if bot.id in wanted and bot.id not in self.runners:
+                self._start_bot(bot, config)
+        self._publish()
+
+    def _start_bot(self, bot: BotConfig, config: FleetConfig) -> None:
+        assert self._services is not None and self._group is not None
+        runner = BotRunner(bot, config.funnels[bot.funnel], self._services)
+        self.runners[bot.id] = runner
+        self.failed.pop(bot.id, None)
+        task = self._group.create_task(self._run_bot(runner), name=f"bot:{bot.id}")
+        self._tasks[bot.id] = task
+
+    async def _run_bot(self, runner: BotRunner) -> None:
+        try:
+            await runner.run()
+        except Exception:
+            log.exception("bot %s: runner failed; the other bots go on", runner.bot_id)
+            runner.reason = "runner crashed (see log)"
+        if runner.state in (RunnerState.UNAUTHORIZED, RunnerState.CONFLICT) or runner.reason:
+            self.failed[runner.bot_id] = runner.reason or runner.state.value
+            if self.runners.get(runner.bot_id) is runner and not runner.stopping:
+                await runner.drain(self.config.runtime.shutdown_grace)
+                del self.runners[runner.bot_id]
+                self._tasks.pop(runner.bot_id, None)
+                self._publish()
+
+    async def _stop_bot(self, bot_id: str) -> None:
+        runner = self.runners.pop(bot_id, None)
+        task = self._tasks.pop(bot_id, None)
+        if runner is None:
+            return
+        runner.stop()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if not await runner.drain(self.config.runtime.shutdown_grace):
+            log.warning("bot %s: stopped with %s updates in flight", bot_id, runner.pending)
+        await self._ownership.release(bot_id)
+        log.info("bot %s: stopped", bot_id)
+
+    async def _shutdown(self, services: RunnerServices) -> None:
+        runtime = self.config.runtime
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + runtime.shutdown_deadline
+        for runner in self.runners.values():
+            runner.stop()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if not await services.sequencer.drain(runtime.shutdown_grace):
+            self.clean_exit = False
+            log.warning(
+                "grace over with %s updates in flight: cancelling", services.sequencer.admitted
+            )
+            await services.sequencer.cancel()
+        remaining = max(0.1, deadline - loop.time())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await asyncio.gather(*(r.drain(0) for r in self.runners.values()))
+        for bot_id in list(self.runners):
+            await self._ownership.release(bot_id)
+        self.runners.clear()
+        self._tasks.clear()
+
+    # -- reload ---------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Apply the config file as a diff; a bad file is refused whole and the fleet goes on."""
+        if self._config_path is None:
+            return False
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("rejected").inc()
+            log.error("config reload refused, still running the previous one: %s", exc)
+            return False
+        old = self.config
+        changed = [
+            bot.id
+            for bot in new.bots
+            if any(b.id == bot.id for b in old.bots)
+            and (old.bot(bot.id) != bot or old.funnels.get(bot.funnel) != new.funnels[bot.funnel])
+        ]
+        if new == old:
+            self.metrics.config_reloads.labels("unchanged").inc()
+            return True
+        for section in ("redis", "database", "http", "telegram", "instance"):
+            if getattr(new, section) != getattr(old, section):
+                log.warning("config: %s changed; it takes effect on the next restart", section)
+        self.config = old.model_copy(update={"bots": new.bots, "funnels": new.funnels})
+        if self._services is not None:
+            await self._services.registry.sync(new.bots)
+        await self._reconcile(self.config, changed)
+        self.metrics.config_reloads.labels("applied").inc()
+        log.info("config reloaded: %s", self._status())
+        return True
+
+    async def _watch_config(self) -> None:
+        """SIGHUP, or a change of the file on disk (checked every few seconds)."""
+        path = self._config_path
+        stamp = _stamp(path)
+        interval = self.config.runtime.config_poll_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._reload.wait()
+            now = _stamp(path)
+            if self._reload.is_set() or now != stamp:
+                self._reload.clear()
+                stamp = now
+                await self.reload()
+
+    # -- observation ----------------------------------------------------------------------------
+
+    def _status(self) -> str:
+        running = sum(1 for r in self.runners.values() if r.state == RunnerState.RUNNING)
+        return f"{running} bots running, {len(self.failed)} failed"
+
+    def _publish(self) -> None:
+        states: dict[str, int] = {state.value: 0 for state in RunnerState}
+        for runner in self.runners.values():
+            states[runner.state.value] += 1
+        states[RunnerState.UNAUTHORIZED.value] += sum(
+            1 for reason in self.failed.values() if "401" in reason
+        )
+        for state, count in states.items():
+            self.metrics.bots.labels(state).set(count)
+        if self._ready.is_set():
+            self._notifier.status(self._status())
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, bool] = {}
+        for name, check in self._health_checks:
+            try:
+                await check()
+                checks[name] = True
+            except Exception:
+                checks[name] = False
+        self._publish()
+        bots = {
+            "running": sorted(b for b, r in self.runners.items() if r.state == RunnerState.RUNNING),
+            "failed": dict(sorted(self.failed.items())),
+        }
+        return all(checks.values()) and self._ready.is_set(), {**checks, "bots": bots}
+
+    async def _loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + 0.5
+            await asyncio.sleep(0.5)  # a timer whose lateness is the measurement
+            self.metrics.loop_lag_seconds.set(max(0.0, loop.time() - expected))
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+async def run_supervisor(config_path: Path) -> None:
+    """The CLI's entry: load, install signal handlers, run until SIGTERM."""
+    config = load_config(config_path)
+    if config.database.url is None or config.redis.url is None:
+        raise FleetError("botfleet run needs database.url and redis.url")
+    supervisor = Supervisor(config, config_path=config_path)
+    supervisor.install_signal_handlers()
+    started = time.monotonic()
+    await supervisor.run()
+    log.info("ran for %.0f s", time.monotonic() - started)
+    if not supervisor.clean_exit:
+        raise FleetError("shutdown deadline reached with updates in flight")

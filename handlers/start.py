@@ -1,0 +1,65 @@
+"""/start answers with the funnel's welcome; other text gets the fallback.
+
+The sales-funnel work replaces these. The welcome's idempotency key carries the
+update id, so a handler that runs twice for one update still sends one welcome.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import F, Router
+from aiogram.filters import CommandStart
+from aiogram.types import ErrorEvent, Message
+
+from fleet.config import FunnelConfig
+from fleet.errors import UpdateBusy, UpdateNotStored
+from fleet.metrics import FleetMetrics
+from fleet.sender import Sender
+
+log = logging.getLogger(__name__)
+
+
+def _chat_kind(message: Message) -> str:
+    return "private" if message.chat.type == "private" else "group"
+
+
+def build_start_router() -> Router:
+    router = Router(name="start")
+
+    @router.message(CommandStart())
+    async def welcome(
+        message: Message, bot_id: str, funnel: FunnelConfig, sender: Sender, event_update_id: int
+    ) -> None:
+        key = sender.ledger.key(bot_id, "welcome", message.chat.id, event_update_id)
+        await sender.send_message(
+            bot_id,
+            message.chat.id,
+            funnel.welcome.text,
+            idempotency_key=key,
+            chat_kind="private" if _chat_kind(message) == "private" else "group",
+            update_id=event_update_id,
+        )
+
+    @router.message(F.text)
+    async def fallback(
+        message: Message, bot_id: str, funnel: FunnelConfig, sender: Sender, event_update_id: int
+    ) -> None:
+        key = sender.ledger.key(bot_id, "fallback", message.chat.id, event_update_id)
+        await sender.send_message(
+            bot_id,
+            message.chat.id,
+            funnel.fallback.text,
+            idempotency_key=key,
+            chat_kind="private" if _chat_kind(message) == "private" else "group",
+            update_id=event_update_id,
+        )
+
+    # Control-flow errors (update busy elsewhere, dead letter not stored) must reach the runner.
+    @router.error(lambda event: not isinstance(event.exception, UpdateBusy | UpdateNotStored))
+    async def on_error(event: ErrorEvent, bot_id: str, metrics: FleetMetrics) -> None:
+        # The errors middleware catches handler failures first; this sees the rest.
+        log.error("bot %s: unhandled %s", bot_id, type(event.exception).__name__)
+        metrics.updates.labels(bot_id, "failed").inc()
+
+    return router

@@ -1,0 +1,131 @@
+"""The fleet end to end: a Supervisor on real Postgres and Redis, Telegram played by the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from fleet.config import DatabaseConfig, FleetConfig, RedisConfig
+from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
+from fleet.supervisor import Supervisor
+
+WELCOME = "Bem-vindo! Escolha um plano abaixo."
+FALLBACK = "Não entendi. Envie /start para ver os planos."
+
+
+def token_for(index: int) -> str:
+    return f"{8_000_000_000 + index}:e2e-token-{index:04d}-abcdefghijk"
+
+
+def fleet_dict(
+    base_url: str,
+    db: DatabaseConfig,
+    redis: RedisConfig,
+    bots: int,
+    *,
+    welcome: str = WELCOME,
+    **runtime: Any,
+) -> dict[str, Any]:
+    assert db.url is not None and redis.url is not None
+    return {
+        "instance": {"id": "e2e-1"},
+        "redis": {"url": redis.url.get_secret_value(), "key_prefix": redis.key_prefix},
+        "database": {"url": db.url.get_secret_value()},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "telegram": {"api_base": base_url, "polling_timeout": 2},
+        "runtime": {"shutdown_grace": 5, "shutdown_deadline": 10, "config_poll_interval": 0.2}
+        | runtime,
+        "funnels": {
+            "main": {"welcome": {"text": welcome}, "fallback": {"text": FALLBACK}},
+        },
+        "bots": [
+            {"id": f"bot-{i:03d}", "token": token_for(i), "funnel": "main"} for i in range(bots)
+        ],
+    }
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+async def emulator_server() -> AsyncIterator[EmulatorServer]:
+    async with EmulatorServer(settings=EmulatorSettings(seed=11)) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> TelegramEmulator:
+    return emulator_server.emulator
+
+
+class FleetHandle:
+    def __init__(self, supervisor: Supervisor, task: asyncio.Task[None]) -> None:
+        self.supervisor = supervisor
+        self.task = task
+
+    async def stop(self, within: float = 30) -> None:
+        self.supervisor.request_stop()
+        async with asyncio.timeout(within):
+            await self.task
+
+
+StartFleet = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_fleet(
+    emulator_server: EmulatorServer,
+    db_config: DatabaseConfig,
+    redis_config: RedisConfig,
+    tmp_path: Path,
+) -> AsyncIterator[StartFleet]:
+    """``await start_fleet(bots=N)``: a running Supervisor over a config file in tmp_path."""
+    handles: list[FleetHandle] = []
+
+    async def start(
+        bots: int = 3, data: dict[str, Any] | None = None, **runtime: Any
+    ) -> FleetHandle:
+        data = data or fleet_dict(
+            emulator_server.base_url, db_config, redis_config, bots, **runtime
+        )
+        for bot in data["bots"]:
+            emulator_server.emulator.add_bot(bot["token"])
+        path = write_config(tmp_path / "config.yaml", data)
+        supervisor = Supervisor(FleetConfig.model_validate(data), config_path=path)
+        task = asyncio.create_task(supervisor.run())
+        ready = asyncio.create_task(supervisor.wait_ready())
+        done, _ = await asyncio.wait({task, ready}, timeout=60, return_when="FIRST_COMPLETED")
+        if ready not in done:
+            ready.cancel()
+            if task.done():
+                task.result()  # raise the start-up error
+            raise TimeoutError("fleet did not become ready")
+        handle = FleetHandle(supervisor, task)
+        handles.append(handle)
+        return handle
+
+    yield start
+    for handle in handles:
+        if not handle.task.done():
+            handle.supervisor.request_stop()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(30):
+                    await handle.task
+
+
+def welcomes(emulator: TelegramEmulator, token: str, user: User, text: str = WELCOME) -> int:
+    return sum(1 for sent in emulator.transcript(token, user) if sent.text == text)
+
+
+def metric(supervisor: Supervisor, name: str, **labels: str) -> float:
+    value = supervisor.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
