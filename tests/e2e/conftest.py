@@ -1,4 +1,4 @@
-"""The fleet end to end: a Supervisor on real Postgres and Redis, Telegram played by the emulator."""
+"""The fleet end to end: a Supervisor on real Postgres and Redis; the emulator plays Telegram."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import SecretStr
 
 from fleet.config import DatabaseConfig, FleetConfig, RedisConfig
 from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
