@@ -78,6 +78,9 @@ class RedisConfig(_Section):
         default=None, description="redis:// or unix:// URL; unset: embedded Redis (demo only)."
     )
     pool_size: int = Field(default=64, ge=1, le=10_000)
+    pool_timeout: float = Field(
+        default=30.0, gt=0, le=300, description="How long a burst waits for a free connection."
+    )
     key_prefix: str = Field(default="botfleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
 

@@ -151,8 +151,8 @@ class BotRunner:
         dispatcher.update.outer_middleware(UsersMiddleware(s.users))
         throttle = ThrottleMiddleware(s.redis, s.keys, s.runtime.user_messages_per_minute)
         debounce = StartDebounceMiddleware(s.redis, s.keys, s.runtime.start_debounce_seconds)
+        dispatcher.message.outer_middleware(throttle)  # the flood guard counts every message
         dispatcher.message.outer_middleware(debounce)
-        dispatcher.message.outer_middleware(throttle)
         dispatcher.callback_query.outer_middleware(throttle)
         dispatcher.include_router(handlers.build_router())
         return dispatcher

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -64,11 +64,16 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._ready = asyncio.Event()
+        self._changed = asyncio.Event()
         self._services: RunnerServices | None = None
         self._group: asyncio.TaskGroup | None = None
         self._health_checks: list[Any] = []
         self.web_port: int | None = None
         self.clean_exit = True
+
+    @property
+    def config_path(self) -> Path | None:
+        return self._config_path
 
     # -- signals and control ---------------------------------------------------------------
 
@@ -80,6 +85,16 @@ class Supervisor:
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
+
+    async def wait_for(self, predicate: Callable[[], object], within: float = 30.0) -> None:
+        """Wait until ``predicate()`` holds, re-checking whenever the fleet changes."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _touch(self) -> None:
+        self._changed.set()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -116,6 +131,8 @@ class Supervisor:
                         task.cancel()
             finally:
                 self._group = None
+                # Cancelled from outside (or a crash): chat workers must not outlive our resources.
+                await services.sequencer.cancel()
                 services.users.stop()
                 self._messages.stop()
                 await services.users.flush()
@@ -267,6 +284,7 @@ class Supervisor:
             new = load_config(self._config_path)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("rejected").inc()
+            self._touch()
             log.error("config reload refused, still running the previous one: %s", exc)
             return False
         old = self.config
@@ -308,8 +326,7 @@ class Supervisor:
     # -- observation ----------------------------------------------------------------------------
 
     def _status(self) -> str:
-        running = sum(1 for r in self.runners.values() if r.state == RunnerState.RUNNING)
-        return f"{running} bots running, {len(self.failed)} failed"
+        return f"{len(self.runners)} bots running, {len(self.failed)} failed"
 
     def _publish(self) -> None:
         states: dict[str, int] = {state.value: 0 for state in RunnerState}
@@ -322,6 +339,7 @@ class Supervisor:
             self.metrics.bots.labels(state).set(count)
         if self._ready.is_set():
             self._notifier.status(self._status())
+        self._touch()
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, bool] = {}

@@ -59,7 +59,10 @@ def build_start_router() -> Router:
     @router.error(lambda event: not isinstance(event.exception, UpdateBusy | UpdateNotStored))
     async def on_error(event: ErrorEvent, bot_id: str, metrics: FleetMetrics) -> None:
         # The errors middleware catches handler failures first; this sees the rest.
-        log.error("bot %s: unhandled %s", bot_id, type(event.exception).__name__)
+        # Outside the errors middleware (Redis or the database failed before or after the
+        # handler): the update must stay unconfirmed, so the runner has to see the error.
+        log.error("bot %s: update failed outside its handler: %r", bot_id, event.exception)
         metrics.updates.labels(bot_id, "failed").inc()
+        raise event.exception
 
     return router

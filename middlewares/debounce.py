@@ -13,10 +13,21 @@ from storage.keys import RedisKeys
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
+# The window belongs to the update that opened it: its own redelivery is not a repeat.
+_OPEN_WINDOW = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then return 1 end
+return 0
+"""
+
 
 class StartDebounceMiddleware(BaseMiddleware):
     def __init__(self, redis: Redis, keys: RedisKeys, window: float) -> None:
-        self._redis = redis
+        self._open = redis.register_script(_OPEN_WINDOW)
         self._keys = keys
         self._window_ms = int(window * 1000)
 
@@ -28,6 +39,7 @@ class StartDebounceMiddleware(BaseMiddleware):
             and (event.text == "/start" or event.text.startswith(("/start ", "/start@")))
         ):
             key = self._keys.debounce(data["bot_id"], event.chat.id, "start")
-            if not await self._redis.set(key, b"1", nx=True, px=self._window_ms):
+            update_id = str(data["event_update_id"])
+            if not await self._open(keys=[key], args=[update_id, self._window_ms]):
                 return "debounced"
         return await handler(event, data)

@@ -34,7 +34,7 @@ def create_redis(config: RedisConfig, *, url: str | None = None) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=config.pool_size,
-        timeout=config.connect_timeout,
+        timeout=config.pool_timeout,
         socket_connect_timeout=config.connect_timeout,
         health_check_interval=30,
         decode_responses=False,
