@@ -1,13 +1,15 @@
-"""``botfleet demo``: the fleet's foundation on whatever this machine has.
+"""``botfleet demo``: the whole fleet on whatever this machine has.
 
-Today it validates the configuration, starts embedded PostgreSQL and Redis
-when no URL is configured, migrates the database to head, registers the
-configured bots and prints what it found. The runtime work turns this into the
-whole fleet against the Telegram emulator.
+It validates the configuration, starts embedded PostgreSQL and Redis when no
+URL is configured, migrates the database to head and registers the bots.
+Then it runs the real supervisor against the built-in Telegram emulator:
+simulated users send /start and a message to every enabled bot, and the
+demo prints what the bots answered and how fast.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,8 +18,11 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from fleet.config import BotConfig, FleetConfig
 from fleet.config_file import load_config
 from fleet.embedded import start_embedded
+from fleet.emulator import EmulatorServer, EmulatorSettings, User
+from fleet.supervisor import Supervisor
 from migrations import runner
 from storage.database import (
     create_engine,
@@ -64,6 +69,10 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
         await registry.sync(config.bots)
         stored = {bot.id: bot for bot in await registry.all()}
 
+        redis_config = config.redis.model_copy(update={"url": SecretStr(redis_url)})
+        fleet_config = config.model_copy(update={"database": db_config, "redis": redis_config})
+        conversations = await _run_fleet(fleet_config, console)
+
     services = Table(title="services", show_header=False)
     services.add_row("PostgreSQL", redacted(engine.url), f"schema {revision}")
     services.add_row("Redis", redacted_redis_url(redis_url), "PONG")
@@ -82,3 +91,62 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
             row.state.value if row else "-",
         )
     console.print(bots)
+
+    talk = Table(title="conversations (Telegram played by the built-in emulator)")
+    for column in ("bot", "user", "user sent", "bot answered", "ms"):
+        talk.add_column(column)
+    for line in conversations:
+        talk.add_row(*line)
+    console.print(talk)
+
+
+async def _run_fleet(config: FleetConfig, console: Console) -> list[tuple[str, ...]]:
+    """The supervisor on the emulator: two users per enabled bot, /start and a question."""
+    # Fresh ids each run: the embedded Redis keeps its dedup keys between demos.
+    async with EmulatorServer(settings=EmulatorSettings()) as emulator_server:
+        emulator = emulator_server.emulator
+        for bot in config.enabled_bots():
+            emulator.add_bot(
+                bot.token.get_secret_value(), username=f"{bot.id.replace('-', '_')}_bot"
+            )
+        config = config.model_copy(
+            update={
+                "telegram": config.telegram.model_copy(
+                    update={
+                        "api_base": emulator_server.base_url,
+                        "polling_timeout": 1,
+                        "mode": "polling",
+                    }
+                ),
+                "http": config.http.model_copy(update={"port": 0}),
+            }
+        )
+        supervisor = Supervisor(config)
+        fleet = asyncio.create_task(supervisor.run())
+        try:
+            await supervisor.wait_ready()
+            console.print(f"fleet up: {len(supervisor.runners)} bots polling the emulator")
+            users = [
+                (bot, emulator.add_user(name))
+                for bot in config.enabled_bots()
+                for name in ("Ana", "Bruno")
+            ]
+
+            async def converse(bot: BotConfig, user: User) -> list[tuple[str, ...]]:
+                token = bot.token.get_secret_value()
+                lines: list[tuple[str, ...]] = []
+                for text in ("/start anuncio_01", "quanto custa?"):  # one at a time, as people do
+                    action = emulator.user_sends(token, user, text)
+                    (reply,) = await emulator.wait_for_replies(action, 1, within=30)
+                    answer = reply.text or ""
+                    short = answer[:60] + ("…" if len(answer) > 60 else "")
+                    ms = f"{(reply.at - action.at) * 1000:.0f}"
+                    lines.append((bot.id, user.first_name, text, short, ms))
+                return lines
+
+            talks = await asyncio.gather(*(converse(bot, user) for bot, user in users))
+            rows = [line for talk in talks for line in talk]
+            return rows
+        finally:
+            supervisor.request_stop()
+            await fleet

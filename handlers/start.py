@@ -39,6 +39,7 @@ def build_start_router() -> Router:
             idempotency_key=key,
             chat_kind="private" if _chat_kind(message) == "private" else "group",
             update_id=event_update_id,
+            parse_mode="HTML",  # funnel texts are written in Telegram's HTML subset
         )
 
     @router.message(F.text)
@@ -53,6 +54,7 @@ def build_start_router() -> Router:
             idempotency_key=key,
             chat_kind="private" if _chat_kind(message) == "private" else "group",
             update_id=event_update_id,
+            parse_mode="HTML",  # funnel texts are written in Telegram's HTML subset
         )
 
     # Control-flow errors (update busy elsewhere, dead letter not stored) must reach the runner.

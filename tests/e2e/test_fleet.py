@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
+import pytest
 
 from fleet.emulator import FaultPlan, TelegramEmulator, User
 from tests.e2e.conftest import StartFleet, metric, token_for, welcomes
@@ -100,8 +103,9 @@ async def test_429_storm_delays_sends_and_drops_nothing(
 
 
 async def test_revoked_token_stops_one_bot_and_the_others_go_on(
-    emulator: TelegramEmulator, start_fleet: StartFleet
+    emulator: TelegramEmulator, start_fleet: StartFleet, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     fleet = await start_fleet(bots=5)
     emulator.revoke_token(token_for(2))
     await emulator.wait_for(lambda: "bot-002" in fleet.supervisor.failed, 30)
@@ -123,3 +127,5 @@ async def test_revoked_token_stops_one_bot_and_the_others_go_on(
     assert len(health["bots"]["running"]) == 4
     assert 'botfleet_poll_errors_total{bot="bot-002",kind="unauthorized"} 1.0' in exposition
     assert token_for(2) not in exposition and token_for(2) not in str(health)
+    secret = token_for(2).split(":", 1)[1]
+    assert secret not in caplog.text  # nor in any log line, aiogram's and aiohttp's included

@@ -59,8 +59,12 @@ def violations(root: Path) -> list[str]:
 
 
 def _rule_broken(module: str, top: str, target: str) -> str | None:
-    if _is(target, "fleet.supervisor") and module not in ("fleet.cli", "fleet.supervisor"):
-        return "only the CLI may import the composition root"
+    if _is(target, "fleet.supervisor") and module not in (
+        "fleet.cli",
+        "fleet.demo",
+        "fleet.supervisor",
+    ):
+        return "only the CLI (and its demo) may import the composition root"
     if _is(target, "fleet.cli") and module not in ("fleet.__main__", "fleet.cli"):
         return "nothing imports the CLI"
     if top in SIBLINGS:
@@ -110,9 +114,10 @@ def test_wrong_arrows_are_caught(tmp_path: Path) -> None:
             "handlers and middlewares are siblings and never import each other",
             "handlers imports middlewares.dedup.x: "
             "handlers and middlewares are siblings and never import each other",
-            "middlewares imports fleet.supervisor: only the CLI may import the composition root",
+            "middlewares imports fleet.supervisor: "
+            "only the CLI (and its demo) may import the composition root",
             "middlewares imports fleet.supervisor.Supervisor: "
-            "only the CLI may import the composition root",
+            "only the CLI (and its demo) may import the composition root",
             "storage imports aiogram.types: storage never imports aiogram",
             "storage imports fleet.runner: storage may import only fleet's leaf modules",
             "storage.models imports handlers: "
