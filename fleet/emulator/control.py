@@ -116,6 +116,8 @@ async def _simple(emu: TelegramEmulator, name: str, b: Body) -> Any:
         emu.revoke_token(b["bot"])
     elif name == "counters":
         return emu.counters()
+    elif name == "reply_latencies":
+        return emu.reply_latencies()
     return True
 
 
@@ -140,6 +142,7 @@ _SIMPLE = frozenset(
         "set_rate_limits",
         "revoke_token",
         "counters",
+        "reply_latencies",
     }
 )
 

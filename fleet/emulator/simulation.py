@@ -163,6 +163,17 @@ class UserSimulation(EmulatorState):
             return []
         return [entry for entry in bot.transcript if entry.action_id == action.id]
 
+    def reply_latencies(self) -> list[float]:
+        """Seconds from each remembered user action to the first bot message answering it."""
+        first: dict[int, float] = {}
+        for bot in self.bots.values():
+            for entry in bot.transcript:
+                if entry.action_id is not None and entry.action_id not in first:
+                    first[entry.action_id] = entry.at
+        return [
+            first[action.id] - action.at for action in self.actions.values() if action.id in first
+        ]
+
     def reset_transcripts(self, bot_ref: BotRef | None = None) -> None:
         bots = [self.bot(bot_ref)] if bot_ref is not None else list(self.bots.values())
         for bot in bots:
