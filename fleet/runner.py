@@ -199,8 +199,9 @@ class BotRunner:
                 fresh = await self._schedule(updates)
                 offset = self._confirmable()
                 if updates and not fresh:
-                    # Only updates still in flight came back: wait for one to finish.
-                    await self._wait_progress(s.telegram.polling_timeout or 1)
+                    # Only updates still in flight came back. Polling again before the
+                    # oldest of them is done would fetch the same batch again: wait.
+                    await self._wait_offset_beyond(offset, s.telegram.polling_timeout or 1)
         finally:
             if self.state == RunnerState.RUNNING:
                 self.state = RunnerState.STOPPING
@@ -353,11 +354,12 @@ class BotRunner:
         except TimeoutError:
             pass
 
-    async def _wait_progress(self, seconds: float) -> None:
-        self._progress.clear()
+    async def _wait_offset_beyond(self, offset: int, seconds: float) -> None:
         try:
             async with asyncio.timeout(seconds):
-                await self._until_stopped(self._progress.wait())
+                while self._pending and min(self._pending) <= offset and not self._stop.is_set():
+                    self._progress.clear()
+                    await self._until_stopped(self._progress.wait())
         except TimeoutError:
             pass
 

@@ -34,9 +34,10 @@ class MessageRepository:
         """Insert a batch; a message already logged is skipped. Returns rows inserted."""
         if not records:
             return 0
+        # executemany on one cached statement: a multi-VALUES statement would be
+        # compiled anew for every batch size (measured: most of a flush's CPU).
         stmt = (
             insert(Message)
-            .values([asdict(r) for r in records])
             .on_conflict_do_nothing(
                 index_elements=[
                     Message.bot_id,
@@ -47,7 +48,8 @@ class MessageRepository:
             )
             .returning(Message.id)
         )
-        return len((await self._session.execute(stmt)).all())
+        result = await self._session.execute(stmt, [asdict(r) for r in records])
+        return len(result.all())
 
     async def for_chat(self, bot_id: str, chat_id: int, limit: int = 100) -> Sequence[Message]:
         stmt = (

@@ -62,21 +62,21 @@ class BotUserRepository:
         rows = merge_sightings(seen)
         if not rows:
             return
-        stmt = insert(BotUser).values(
-            [
-                {
-                    "bot_id": s.bot_id,
-                    "telegram_user_id": s.telegram_user_id,
-                    "username": s.username,
-                    "first_name": s.first_name,
-                    "last_name": s.last_name,
-                    "language_code": s.language_code,
-                    "first_interaction_at": s.seen_at,
-                    "last_interaction_at": s.seen_at,
-                }
-                for s in rows
-            ]
-        )
+        params = [
+            {
+                "bot_id": s.bot_id,
+                "telegram_user_id": s.telegram_user_id,
+                "username": s.username,
+                "first_name": s.first_name,
+                "last_name": s.last_name,
+                "language_code": s.language_code,
+                "first_interaction_at": s.seen_at,
+                "last_interaction_at": s.seen_at,
+            }
+            for s in rows
+        ]
+        # executemany on one cached statement (see MessageRepository.add_many).
+        stmt = insert(BotUser)
         ex = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=[BotUser.bot_id, BotUser.telegram_user_id],
@@ -93,7 +93,7 @@ class BotUserRepository:
                 ),
             },
         )
-        await self._session.execute(stmt)
+        await self._session.execute(stmt, params)
 
     async def get(self, bot_id: str, telegram_user_id: int) -> BotUser | None:
         return await self._session.scalar(
