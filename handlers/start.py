@@ -20,8 +20,20 @@ from fleet.sender import Sender
 log = logging.getLogger(__name__)
 
 
-def _chat_kind(message: Message) -> str:
-    return "private" if message.chat.type == "private" else "group"
+async def _answer(
+    message: Message, purpose: str, text: str, bot_id: str, sender: Sender, update_id: int
+) -> None:
+    """One reply per (chat, update): the key makes a second run of this update a no-op."""
+    key = sender.ledger.key(bot_id, purpose, message.chat.id, update_id)
+    await sender.send_message(
+        bot_id,
+        message.chat.id,
+        text,
+        idempotency_key=key,
+        chat_kind="private" if message.chat.type == "private" else "group",
+        update_id=update_id,
+        parse_mode="HTML",  # funnel texts are written in Telegram's HTML subset
+    )
 
 
 def build_start_router() -> Router:
@@ -31,31 +43,13 @@ def build_start_router() -> Router:
     async def welcome(
         message: Message, bot_id: str, funnel: FunnelConfig, sender: Sender, event_update_id: int
     ) -> None:
-        key = sender.ledger.key(bot_id, "welcome", message.chat.id, event_update_id)
-        await sender.send_message(
-            bot_id,
-            message.chat.id,
-            funnel.welcome.text,
-            idempotency_key=key,
-            chat_kind="private" if _chat_kind(message) == "private" else "group",
-            update_id=event_update_id,
-            parse_mode="HTML",  # funnel texts are written in Telegram's HTML subset
-        )
+        await _answer(message, "welcome", funnel.welcome.text, bot_id, sender, event_update_id)
 
     @router.message(F.text)
     async def fallback(
         message: Message, bot_id: str, funnel: FunnelConfig, sender: Sender, event_update_id: int
     ) -> None:
-        key = sender.ledger.key(bot_id, "fallback", message.chat.id, event_update_id)
-        await sender.send_message(
-            bot_id,
-            message.chat.id,
-            funnel.fallback.text,
-            idempotency_key=key,
-            chat_kind="private" if _chat_kind(message) == "private" else "group",
-            update_id=event_update_id,
-            parse_mode="HTML",  # funnel texts are written in Telegram's HTML subset
-        )
+        await _answer(message, "fallback", funnel.fallback.text, bot_id, sender, event_update_id)
 
     # Control-flow errors (update busy elsewhere, dead letter not stored) must reach the runner.
     @router.error(lambda event: not isinstance(event.exception, UpdateBusy | UpdateNotStored))
