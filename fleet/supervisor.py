@@ -349,7 +349,6 @@ class Supervisor:
                 checks[name] = True
             except Exception:
                 checks[name] = False
-        self._publish()
         bots = {
             "running": sorted(b for b, r in self.runners.items() if r.state == RunnerState.RUNNING),
             "failed": dict(sorted(self.failed.items())),

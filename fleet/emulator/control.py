@@ -99,26 +99,44 @@ async def _set_faults(emu: TelegramEmulator, b: Body) -> Any:
     return True
 
 
-async def _simple(emu: TelegramEmulator, name: str, b: Body) -> Any:
-    if name == "block":
-        return emu.block(b["bot"], b["user"]).to_json()
-    if name == "unblock":
-        return emu.unblock(b["bot"], b["user"]).to_json()
-    if name == "join_via_invite":
-        return [a.to_json() for a in emu.join_via_invite(b["user"], b["invite_link"])]
-    if name == "reset_transcripts":
-        emu.reset_transcripts(b.get("bot"))
-    elif name == "clear_faults":
-        emu.clear_faults(b.get("bot"))
-    elif name == "set_rate_limits":
-        emu.set_rate_limits(RateLimits(**b))
-    elif name == "revoke_token":
-        emu.revoke_token(b["bot"])
-    elif name == "counters":
-        return emu.counters()
-    elif name == "reply_latencies":
-        return emu.reply_latencies()
+async def _reset_transcripts(emu: TelegramEmulator, b: Body) -> Any:
+    emu.reset_transcripts(b.get("bot"))
     return True
+
+
+async def _clear_faults(emu: TelegramEmulator, b: Body) -> Any:
+    emu.clear_faults(b.get("bot"))
+    return True
+
+
+async def _set_rate_limits(emu: TelegramEmulator, b: Body) -> Any:
+    emu.set_rate_limits(RateLimits(**b))
+    return True
+
+
+async def _revoke_token(emu: TelegramEmulator, b: Body) -> Any:
+    emu.revoke_token(b["bot"])
+    return True
+
+
+async def _block(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.block(b["bot"], b["user"]).to_json()
+
+
+async def _unblock(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.unblock(b["bot"], b["user"]).to_json()
+
+
+async def _join_via_invite(emu: TelegramEmulator, b: Body) -> Any:
+    return [a.to_json() for a in emu.join_via_invite(b["user"], b["invite_link"])]
+
+
+async def _counters(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.counters()
+
+
+async def _reply_latencies(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.reply_latencies()
 
 
 _ACTIONS: dict[str, Action] = {
@@ -131,20 +149,16 @@ _ACTIONS: dict[str, Action] = {
     "replies_to": _replies_to,
     "action": _action,
     "set_faults": _set_faults,
+    "block": _block,
+    "unblock": _unblock,
+    "join_via_invite": _join_via_invite,
+    "reset_transcripts": _reset_transcripts,
+    "clear_faults": _clear_faults,
+    "set_rate_limits": _set_rate_limits,
+    "revoke_token": _revoke_token,
+    "counters": _counters,
+    "reply_latencies": _reply_latencies,
 }
-_SIMPLE = frozenset(
-    {
-        "block",
-        "unblock",
-        "join_via_invite",
-        "reset_transcripts",
-        "clear_faults",
-        "set_rate_limits",
-        "revoke_token",
-        "counters",
-        "reply_latencies",
-    }
-)
 
 
 def add_control_routes(app: web.Application, emulator: TelegramEmulator) -> None:
@@ -157,8 +171,6 @@ def add_control_routes(app: web.Application, emulator: TelegramEmulator) -> None
                 raise EmulatorError("the body must be a JSON object")
             if name in _ACTIONS:
                 result = await _ACTIONS[name](emulator, body)
-            elif name in _SIMPLE:
-                result = await _simple(emulator, name, body)
             else:
                 return _answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         except TimeoutError:
@@ -201,7 +213,7 @@ class EmulatorClient:
         return answer["result"]
 
     def __getattr__(self, action: str) -> Callable[..., Awaitable[Any]]:
-        if action.startswith("_") or action not in _ACTIONS.keys() | _SIMPLE:
+        if action.startswith("_") or action not in _ACTIONS:
             raise AttributeError(action)
 
         async def call(**body: Any) -> Any:

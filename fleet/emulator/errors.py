@@ -37,7 +37,6 @@ def too_many_requests(retry_after: int) -> ApiError:
     return ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after)
 
 
-UNAUTHORIZED = 401
 NOT_FOUND_DESCRIPTION = "Not Found"
 CHAT_NOT_FOUND = "chat not found"
 BLOCKED = "bot was blocked by the user"

@@ -27,7 +27,6 @@ class Upload:
     content_type: str
     size: int
     digest: str  # sha256 hex of the content
-    head: bytes  # the first bytes, to tell image formats apart
 
 
 def _wrong(name: str, what: str) -> ApiError:

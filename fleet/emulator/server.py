@@ -71,20 +71,16 @@ async def read_params(request: web.Request, max_upload: int) -> Params:
 async def _read_upload(part: BodyPartReader, max_upload: int) -> Upload:
     digest = hashlib.sha256()
     size = 0
-    head = b""
     while chunk := await part.read_chunk(64 * 1024):
         size += len(chunk)
         if size > max_upload:
             raise ApiError(413, "Request Entity Too Large")
-        if len(head) < 32:
-            head += chunk[: 32 - len(head)]
         digest.update(chunk)
     return Upload(
         filename=part.filename or "file",
         content_type=part.headers.get("Content-Type", "application/octet-stream"),
         size=size,
         digest=digest.hexdigest(),
-        head=head,
     )
 
 

@@ -1,7 +1,6 @@
 """Emulator settings: rate limits, retention, caps, webhook back-off.
 
-Frozen, so one value can be shared by the server, the control API and a child
-process; :meth:`EmulatorSettings.from_dict` rebuilds it from JSON.
+Frozen, so one value can be shared by the server and the control API.
 """
 
 from __future__ import annotations
@@ -73,20 +72,3 @@ class EmulatorSettings:
 
     def replace(self, **changes: Any) -> EmulatorSettings:
         return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EmulatorSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        values = dict(data)
-        limits = values.pop("rate_limits", None)
-        if isinstance(limits, dict):
-            values["rate_limits"] = RateLimits(**limits)
-        elif limits is not None:
-            values["rate_limits"] = limits
-        return cls(**values)

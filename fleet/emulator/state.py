@@ -55,7 +55,6 @@ class EmulatorState:
         self._user_ids = itertools.count(self._random.randint(100_000_000, 900_000_000))
         self._group_ids = itertools.count(1_000_000_001)
         self._changed: set[asyncio.Future[None]] = set()
-        self.version = 0
 
     # -- bots -----------------------------------------------------------------
 
@@ -271,7 +270,6 @@ class EmulatorState:
     # -- waiting on change ---------------------------------------------------------------
 
     def changed(self) -> None:
-        self.version += 1
         for waiter in self._changed:
             if not waiter.done():
                 waiter.set_result(None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fleet.emulator.entities import Entity, parse
-from fleet.emulator.errors import ApiError, bad_request
+from fleet.emulator.errors import bad_request
 from fleet.emulator.params import Params, Upload
 
 if TYPE_CHECKING:
@@ -163,7 +163,3 @@ def _new_file(
     else:
         extra |= {"file_name": filename or "file", "mime_type": mime or "application/octet-stream"}
     return emu.remember_file(kind, digest, extra)
-
-
-def bad_param(name: str, what: str) -> ApiError:
-    return bad_request(f'parameter "{name}" {what}')
