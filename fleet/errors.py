@@ -20,3 +20,7 @@ class UpdateBusy(FleetError):
 
 class UpdateNotStored(FleetError):
     """A failed update could not be written to dead letters: it must stay unconfirmed."""
+
+
+class SendFailed(FleetError):
+    """Telegram refused a reply for good (e.g. a malformed text): the update is dead-lettered."""

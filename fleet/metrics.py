@@ -28,6 +28,7 @@ class FleetMetrics:
     loop_lag_seconds: Gauge
     users_flushed: Counter
     messages_logged: Counter
+    webhook_requests: Counter
 
 
 def build_metrics() -> FleetMetrics:
@@ -96,6 +97,13 @@ def build_metrics() -> FleetMetrics:
         messages_logged=Counter(
             "botfleet_messages_logged_total",
             "Outbound messages written to the database in batches.",
+            registry=registry,
+        ),
+        webhook_requests=Counter(
+            "botfleet_webhook_requests_total",
+            "Telegram webhook requests by result (accepted, retry, forbidden, unknown, malformed);"
+            " no bot label: a forged request must not create series.",
+            ["result"],
             registry=registry,
         ),
     )

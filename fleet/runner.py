@@ -9,6 +9,11 @@ chats, and fetching waits when the fleet is full.
 Errors: 401 stops this bot (marked in the database and the metrics), 409
 stops polling at once (someone else polls), 429 waits ``retry_after``, 5xx
 and network errors back off with jitter. Nothing here touches another bot.
+
+Webhook mode: the runner sets the bot's webhook to this instance and takes
+updates from the route through :meth:`BotRunner.accept` (same sequencer, same
+pipeline); on stopping it drains and deletes the webhook, so whatever is left
+waits at Telegram for the next owner.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from fleet.errors import UpdateBusy, UpdateNotStored
 from fleet.metrics import FleetMetrics
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer
+from fleet.webhook import bot_webhook_secret, webhook_url
 from handlers.context import FleetData
 from middlewares import (
     ContextMiddleware,
@@ -80,6 +86,7 @@ class RunnerServices:
 
     telegram: TelegramConfig
     runtime: RuntimeConfig
+    public_url: str | None  # webhook mode: where Telegram reaches this instance
     poll_session: aiohttp.ClientSession  # long polls only: they never starve sends
     api_session: AiohttpSession  # aiogram's own calls (rare: sends go through the sender)
     sequencer: ChatSequencer
@@ -133,6 +140,8 @@ class BotRunner:
         self._scheduled: set[int] = set()  # submitted in this run: skip them when refetched
         self._max_seen = -1
         self._confirmed = 0
+        self._accepting = False  # webhook mode: the webhook points here and we take updates
+        self._inflight = 0  # webhook mode: accepted, not finished
 
     def _build_dispatcher(self) -> Dispatcher:
         s = self._services
@@ -159,7 +168,11 @@ class BotRunner:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + self._inflight
+
+    @property
+    def webhook_mode(self) -> bool:
+        return self._services.telegram.mode == "webhook"
 
     @property
     def stopping(self) -> bool:
@@ -167,6 +180,7 @@ class BotRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        self._accepting = False
 
     # -- the poll loop ----------------------------------------------------------------
 
@@ -174,6 +188,9 @@ class BotRunner:
         """Poll until stopped, unauthorized or in conflict; never raises for a bad bot."""
         s = self._services
         s.sender.register(self.bot_id, self._token)
+        if self.webhook_mode:
+            await self._serve_webhook()
+            return
         self.state = RunnerState.RUNNING
         log.info("bot %s: polling", self.bot_id)
         backoff = 1.0
@@ -246,21 +263,28 @@ class BotRunner:
     async def _get_updates(
         self, offset: int, poll_seconds: int | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        s = self._services
-        timeout = s.telegram.polling_timeout if poll_seconds is None else poll_seconds
+        timeout = self._services.telegram.polling_timeout if poll_seconds is None else poll_seconds
         payload = {
             "offset": offset,
             "limit": limit,
             "timeout": timeout,
             "allowed_updates": ALLOWED_UPDATES,
         }
-        url = f"{s.telegram.api_base.rstrip('/')}/bot{self._token}/getUpdates"
+        result = await self._api("getUpdates", payload, timeout + 15)
+        if not isinstance(result, list):
+            raise PollError("malformed", "result is not a list")
+        return [item for item in result if isinstance(item, dict)]
+
+    async def _api(self, method: str, payload: dict[str, Any], within: float) -> Any:
+        """One control call (getUpdates, setWebhook, ...) on the poll pool; raises PollError."""
+        s = self._services
+        url = f"{s.telegram.api_base.rstrip('/')}/bot{self._token}/{method}"
         try:
             async with s.poll_session.post(
                 url,
                 data=orjson.dumps(payload),
                 headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=timeout + 15),
+                timeout=aiohttp.ClientTimeout(total=within),
             ) as response:
                 status, body = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -270,10 +294,7 @@ class BotRunner:
         except orjson.JSONDecodeError:
             raise PollError("server" if status >= 500 else "malformed", f"HTTP {status}") from None
         if status == 200 and isinstance(answer, dict) and answer.get("ok"):
-            result = answer.get("result")
-            if not isinstance(result, list):
-                raise PollError("malformed", "result is not a list")
-            return [item for item in result if isinstance(item, dict)]
+            return answer.get("result")
         description = str(answer.get("description", "")) if isinstance(answer, dict) else ""
         if status == 401:
             raise PollError("unauthorized", description)
@@ -285,34 +306,106 @@ class BotRunner:
             raise PollError("retry_after", description, float(retry))
         raise PollError("server" if status >= 500 else "client", f"HTTP {status} {description}")
 
+    # -- webhook mode -------------------------------------------------------------------
+
+    async def _serve_webhook(self) -> None:
+        """Point the bot's webhook here, then take updates from the route until stopped."""
+        s = self._services
+        assert s.public_url is not None and s.telegram.webhook_secret is not None
+        secret = s.telegram.webhook_secret.get_secret_value().encode()
+        payload = {
+            "url": webhook_url(s.public_url, self.bot_id),
+            "secret_token": bot_webhook_secret(secret, self.bot_id),
+            "allowed_updates": ALLOWED_UPDATES,
+            "max_connections": 40,
+        }
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                await self._api("setWebhook", payload, 15)
+                break
+            except PollError as error:
+                s.metrics.poll_errors.labels(self.bot_id, error.kind).inc()
+                if await self._give_up(error):
+                    return
+                log.warning("bot %s: setWebhook failed (%s); retrying", self.bot_id, error)
+                await self._wait_stop(error.retry_after or backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 30.0)
+        if self._stop.is_set():
+            return
+        self.state = RunnerState.RUNNING
+        self._accepting = True
+        log.info("bot %s: webhook set, taking updates", self.bot_id)
+        try:
+            await self._stop.wait()
+        finally:
+            self._accepting = False
+            if self.state == RunnerState.RUNNING:
+                self.state = RunnerState.STOPPING
+
+    async def accept(self, raw: dict[str, Any]) -> bool:
+        """An update from the webhook route: True once handled or stored (answer 200)."""
+        if not self._accepting:
+            return False
+        update_id = int(raw["update_id"])
+        finished = asyncio.get_running_loop().create_future()
+
+        async def job() -> None:
+            try:
+                finished.set_result(await self._process(update_id, raw))
+            finally:
+                if not finished.done():
+                    finished.set_result(False)
+                self._inflight -= 1
+                self._progress.set()
+
+        self._inflight += 1
+        self._services.metrics.updates_received.labels(self.bot_id).inc()
+        try:
+            await self._services.sequencer.submit((self.bot_id, chat_of(raw)), job)
+        except BaseException:
+            self._inflight -= 1
+            raise
+        result: bool = await finished
+        return result
+
+    async def _delete_webhook(self) -> None:
+        try:
+            await self._api("deleteWebhook", {"drop_pending_updates": False}, 15)
+            log.info("bot %s: webhook deleted", self.bot_id)
+        except PollError as error:
+            log.warning("bot %s: deleteWebhook failed (%s)", self.bot_id, error.kind)
+
     # -- handling ----------------------------------------------------------------------
 
     async def _handle(self, update_id: int, raw: dict[str, Any]) -> None:
-        finished = True
+        finished = False
         try:
-            try:
-                update = Update.model_validate(raw, context={"bot": self.bot})
-            except ValidationError as exc:
-                finished = await self._malformed(update_id, raw, exc)
-                return
-            await self.dispatcher.feed_update(self.bot, update)
-        except (UpdateBusy, UpdateNotStored) as exc:
-            log.warning("bot %s: update %s left for later: %s", self.bot_id, update_id, exc)
-            finished = False
-        except asyncio.CancelledError:
-            finished = False
-            raise
-        except Exception:
-            log.exception(
-                "bot %s: update %s could not be handled; left for later", self.bot_id, update_id
-            )
-            finished = False
+            finished = await self._process(update_id, raw)
         finally:
             if finished:
                 self._pending.discard(update_id)
             else:
                 self._scheduled.discard(update_id)  # fetch it again later
             self._progress.set()
+
+    async def _process(self, update_id: int, raw: dict[str, Any]) -> bool:
+        """Run one update through the pipeline; True if handled, skipped or stored."""
+        try:
+            try:
+                update = Update.model_validate(raw, context={"bot": self.bot})
+            except ValidationError as exc:
+                return await self._malformed(update_id, raw, exc)
+            await self.dispatcher.feed_update(self.bot, update)
+        except (UpdateBusy, UpdateNotStored) as exc:
+            log.warning("bot %s: update %s left for later: %s", self.bot_id, update_id, exc)
+            return False
+        except Exception:
+            log.exception(
+                "bot %s: update %s could not be handled; left for later", self.bot_id, update_id
+            )
+            return False
+        return True
 
     async def _malformed(self, update_id: int, raw: dict[str, Any], exc: ValidationError) -> bool:
         self._services.metrics.updates.labels(self.bot_id, "malformed").inc()
@@ -367,15 +460,19 @@ class BotRunner:
         """After :meth:`run` returned: wait for this bot's in-flight updates, confirm the offset."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self._pending and loop.time() < deadline:
+        while self.pending and loop.time() < deadline:
             self._progress.clear()
             try:
                 async with asyncio.timeout(deadline - loop.time()):
                     await self._progress.wait()
             except TimeoutError:
                 break
-        drained = not self._pending
-        await self.confirm_offset()
+        drained = not self.pending
+        if self.webhook_mode:
+            if self.state != RunnerState.UNAUTHORIZED:
+                await self._delete_webhook()
+        else:
+            await self.confirm_offset()
         if self.state in (RunnerState.RUNNING, RunnerState.STOPPING, RunnerState.STARTING):
             self.state = RunnerState.STOPPED
         self._services.sender.unregister(self.bot_id)

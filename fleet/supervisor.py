@@ -33,6 +33,7 @@ from fleet.runner import BotRunner, RunnerServices, RunnerState
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer
 from fleet.web import bound_port, build_web_app, start_web
+from fleet.webhook import WebhookRoute, WebhookTarget, add_webhook_route
 from storage.database import create_engine, create_session_factory, ping_database
 from storage.idempotency import SendLedger, UpdateDeduplicator
 from storage.keys import RedisKeys
@@ -142,8 +143,6 @@ class Supervisor:
 
     async def _open(self, stack: AsyncExitStack) -> RunnerServices:
         config = self.config
-        if config.telegram.mode != "polling":
-            raise FleetError("telegram.mode webhook is not available yet; use polling")
         redis = create_redis(config.redis)
         stack.push_async_callback(redis.aclose)
         await ping_redis(redis, "redis", config.redis.connect_timeout)
@@ -184,14 +183,18 @@ class Supervisor:
             self._messages,
             self.metrics,
         )
-        web_runner = await start_web(
-            build_web_app(self, self.metrics), config.http.host, config.http.port
-        )
+        app = build_web_app(self, self.metrics)
+        if config.telegram.mode == "webhook":
+            assert config.telegram.webhook_secret is not None  # checked when loading
+            secret = config.telegram.webhook_secret.get_secret_value()
+            add_webhook_route(app, WebhookRoute(self, secret, self.metrics))
+        web_runner = await start_web(app, config.http.host, config.http.port)
         stack.push_async_callback(web_runner.cleanup)
         self.web_port = bound_port(web_runner)
         return RunnerServices(
             telegram=config.telegram,
             runtime=config.runtime,
+            public_url=config.http.public_url,
             poll_session=poll_session,
             api_session=api_session,
             sequencer=ChatSequencer(config.runtime.max_concurrent_updates),
@@ -324,6 +327,9 @@ class Supervisor:
                 await self.reload()
 
     # -- observation ----------------------------------------------------------------------------
+
+    def webhook_target(self, bot_id: str) -> WebhookTarget | None:
+        return self.runners.get(bot_id)
 
     def _status(self) -> str:
         return f"{len(self.runners)} bots running, {len(self.failed)} failed"

@@ -2,6 +2,8 @@
 
 The sales-funnel work replaces these. The welcome's idempotency key carries the
 update id, so a handler that runs twice for one update still sends one welcome.
+A reply Telegram refuses for good raises :class:`SendFailed`: the update goes
+to dead letters (a blocked user or an uncertain send is not a failure).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from aiogram.filters import CommandStart
 from aiogram.types import ErrorEvent, Message
 
 from fleet.config import FunnelConfig
-from fleet.errors import UpdateBusy, UpdateNotStored
+from fleet.errors import SendFailed, UpdateBusy, UpdateNotStored
 from fleet.metrics import FleetMetrics
 from fleet.sender import Sender
 
@@ -25,7 +27,7 @@ async def _answer(
 ) -> None:
     """One reply per (chat, update): the key makes a second run of this update a no-op."""
     key = sender.ledger.key(bot_id, purpose, message.chat.id, update_id)
-    await sender.send_message(
+    outcome = await sender.send_message(
         bot_id,
         message.chat.id,
         text,
@@ -34,6 +36,9 @@ async def _answer(
         update_id=update_id,
         parse_mode="HTML",  # funnel texts are written in Telegram's HTML subset
     )
+    if outcome.result == "failed":
+        # Refused or given up: keep the update in dead letters where an operator sees it.
+        raise SendFailed(f"bot {bot_id}: {purpose} not sent: {outcome.description}")
 
 
 def build_start_router() -> Router:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,16 @@ WELCOME = "Bem-vindo! Escolha um plano abaixo."
 FALLBACK = "Não entendi. Envie /start para ver os planos."
 
 
+WEBHOOK_SECRET = "e2e-instance-webhook-secret-0123456789"
+MODES = pytest.mark.parametrize("mode", ["polling", "webhook"])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def token_for(index: int) -> str:
     return f"{8_000_000_000 + index}:e2e-token-{index:04d}-abcdefghijk"
 
@@ -30,15 +41,23 @@ def fleet_dict(
     bots: int,
     *,
     welcome: str = WELCOME,
+    mode: str = "polling",
     **runtime: Any,
 ) -> dict[str, Any]:
     assert db.url is not None and redis.url is not None
+    http: dict[str, Any] = {"host": "127.0.0.1", "port": 0}
+    telegram: dict[str, Any] = {"api_base": base_url, "polling_timeout": 2}
+    if mode == "webhook":
+        # Telegram (the emulator) must know the URL before we start: a fixed free port.
+        http["port"] = free_port()
+        http["public_url"] = f"http://127.0.0.1:{http['port']}"
+        telegram |= {"mode": "webhook", "webhook_secret": WEBHOOK_SECRET}
     return {
         "instance": {"id": "e2e-1"},
         "redis": {"url": redis.url.get_secret_value(), "key_prefix": redis.key_prefix},
         "database": {"url": db.url.get_secret_value()},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "telegram": {"api_base": base_url, "polling_timeout": 2},
+        "http": http,
+        "telegram": telegram,
         "runtime": {"shutdown_grace": 5, "shutdown_deadline": 10, "config_poll_interval": 0.2}
         | runtime,
         "funnels": {

@@ -8,17 +8,18 @@ import aiohttp
 import pytest
 
 from fleet.emulator import FaultPlan, TelegramEmulator, User
-from tests.e2e.conftest import StartFleet, metric, token_for, welcomes
+from tests.e2e.conftest import MODES, StartFleet, metric, token_for, welcomes
 
 
 async def _all_confirmed(emulator: TelegramEmulator, within: float = 60) -> None:
     await emulator.wait_for(lambda: emulator.counters()["updates_pending"] == 0, within)
 
 
+@MODES
 async def test_fifty_bots_twenty_users_one_welcome_each(
-    emulator: TelegramEmulator, start_fleet: StartFleet
+    emulator: TelegramEmulator, start_fleet: StartFleet, mode: str
 ) -> None:
-    fleet = await start_fleet(bots=50)
+    fleet = await start_fleet(bots=50, mode=mode)
     users = [emulator.add_user(f"u{i}") for i in range(20)]
     for bot in range(50):
         for user in users:
@@ -36,12 +37,16 @@ async def test_fifty_bots_twenty_users_one_welcome_each(
     )
     assert handled == expected
     assert emulator.counters()["sent"] == expected
+    if mode == "webhook":  # they really came through the route, each accepted once
+        accepted = metric(fleet.supervisor, "botfleet_webhook_requests_total", result="accepted")
+        assert accepted == expected
 
 
+@MODES
 async def test_faults_lose_nothing_and_duplicate_nothing(
-    emulator: TelegramEmulator, start_fleet: StartFleet
+    emulator: TelegramEmulator, start_fleet: StartFleet, mode: str
 ) -> None:
-    fleet = await start_fleet(bots=5)
+    fleet = await start_fleet(bots=5, mode=mode)
     emulator.set_faults(
         FaultPlan(
             latency=0.0,

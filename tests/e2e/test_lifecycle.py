@@ -10,8 +10,12 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from fleet.config import DatabaseConfig, RedisConfig
 from fleet.emulator import EmulatorServer, FaultPlan, TelegramEmulator
+from storage.services import DeadLetters
 from tests.e2e.conftest import (
     FALLBACK,
     StartFleet,
@@ -195,3 +199,32 @@ async def test_sigterm_under_load_exits_zero_and_notifies_systemd(
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
         listener.close()
+
+
+async def test_handler_failure_goes_to_dead_letters_and_the_bot_lives_on(
+    emulator: TelegramEmulator,
+    start_fleet: StartFleet,
+    emulator_server: EmulatorServer,
+    db_config: DatabaseConfig,
+    redis_config: RedisConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = fleet_dict(emulator_server.base_url, db_config, redis_config, 2)
+    data["funnels"]["broken"] = {"welcome": {"text": "<b>Olá"}, "fallback": {"text": FALLBACK}}
+    data["bots"][0]["funnel"] = "broken"  # Telegram refuses its welcome: "can't parse entities"
+    fleet = await start_fleet(data=data)
+    user = emulator.add_user("d")
+    emulator.user_sends(token_for(0), user, "/start")
+    emulator.user_sends(token_for(0), user, "oi")
+    emulator.user_sends(token_for(1), user, "/start")
+    await emulator.wait_for(lambda: emulator.counters()["updates_pending"] == 0, 30)
+    assert [s.text for s in emulator.transcript(token_for(0), user)] == [FALLBACK]
+    assert welcomes(emulator, token_for(1), user) == 1
+    [letter] = await DeadLetters(session_factory).unresolved("bot-000")
+    assert letter.error_type == "SendFailed" and "can't parse entities" in letter.error
+    assert letter.payload["message"]["text"] == "/start"
+    supervisor = fleet.supervisor
+    assert metric(supervisor, "botfleet_updates_total", bot="bot-000", outcome="failed") == 1
+    assert metric(supervisor, "botfleet_updates_total", bot="bot-000", outcome="handled") == 1
+    assert "bot bot-000: update" in caplog.text and "SendFailed" in caplog.text
