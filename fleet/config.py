@@ -154,6 +154,29 @@ class RuntimeConfig(_Section):
     watchdog: bool = Field(default=True, description="Ping systemd's watchdog when it asks.")
 
 
+class LeasesConfig(_Section):
+    """Bot leases across instances (client-go ratios: ttl > renew_deadline > 1.2 x retry)."""
+
+    ttl: float = Field(default=15.0, gt=0, le=600, description="A lease lives this long unrenewed.")
+    renew_deadline: float = Field(
+        default=10.0, gt=0, le=600, description="Stop a bot whose lease went unrenewed this long."
+    )
+    retry_period: float = Field(
+        default=2.0, gt=0, le=120, description="Heartbeat, renew and acquire every this often."
+    )
+    takeover_grace: float = Field(
+        default=4.0, ge=0, le=600, description="A free lease waits this long for its HRW owner."
+    )
+
+    @model_validator(mode="after")
+    def _ratios(self) -> Self:
+        if not self.renew_deadline < self.ttl:
+            raise ValueError("renew_deadline must be below ttl (a runner stops before expiry)")
+        if not 1.2 * self.retry_period < self.renew_deadline:
+            raise ValueError("renew_deadline must exceed 1.2 x retry_period")
+        return self
+
+
 class TextBlock(_Section):
     text: str = Field(min_length=1, max_length=4096)
 
@@ -190,6 +213,7 @@ class FleetConfig(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    leases: LeasesConfig = Field(default_factory=LeasesConfig)
     funnels: dict[str, FunnelConfig] = Field(default_factory=dict)
     bots: list[BotConfig] = Field(default_factory=list)
 

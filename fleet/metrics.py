@@ -29,6 +29,7 @@ class FleetMetrics:
     users_flushed: Counter
     messages_logged: Counter
     webhook_requests: Counter
+    lease_events: Counter
 
 
 def build_metrics() -> FleetMetrics:
@@ -97,6 +98,12 @@ def build_metrics() -> FleetMetrics:
         messages_logged=Counter(
             "botfleet_messages_logged_total",
             "Outbound messages written to the database in batches.",
+            registry=registry,
+        ),
+        lease_events=Counter(
+            "botfleet_lease_events_total",
+            "Bot lease events on this instance (acquired, handoff, released, lost).",
+            ["event"],
             registry=registry,
         ),
         webhook_requests=Counter(

@@ -1,11 +1,44 @@
-"""Which of the desired bots this instance runs. Leases (next issue) implement the same protocol."""
+"""Which of the desired bots this instance runs, and the fence each runner works behind.
+
+:class:`StaticOwnership` (one instance owns every enabled bot) and
+:class:`fleet.leases.LeaseCoordinator` (Redis leases across instances)
+implement the same :class:`BotOwnership` protocol; the supervisor only knows it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from fleet.config import BotConfig
+
+OnChange = Callable[[], None]
+
+
+class BotFence(Protocol):
+    """What a runner may do while it owns its bot (invariant 1)."""
+
+    @property
+    def epoch(self) -> int:
+        """Fencing token of this ownership: raised on every acquisition."""
+        ...
+
+    @property
+    def start_offset(self) -> int | None:
+        """The offset the previous owner committed (None: unknown)."""
+        ...
+
+    def valid(self) -> bool:
+        """Still inside the renew deadline: polling and confirming are safe."""
+        ...
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` once, at once, when the ownership is lost."""
+        ...
+
+    async def commit_offset(self, offset: int) -> bool:
+        """Record the offset under this epoch; False if a newer owner exists (stop)."""
+        ...
 
 
 class BotOwnership(Protocol):
@@ -13,16 +46,78 @@ class BotOwnership(Protocol):
         """Ids of the desired bots this instance should run now."""
         ...
 
+    def held(self) -> set[str]:
+        """Every bot this instance holds, including ones it is handing off."""
+        ...
+
+    def fence(self, bot_id: str) -> BotFence:
+        """The fence of a bot this instance owns (call after :meth:`owned`)."""
+        ...
+
     async def release(self, bot_id: str) -> None:
         """This instance stopped running the bot (drained, offset confirmed)."""
         ...
 
+    async def run(self, on_change: OnChange) -> None:
+        """Keep ownership current; call ``on_change`` when :meth:`owned` may differ."""
+        ...
+
+    async def settle(self, desired: Sequence[BotConfig]) -> None:
+        """Before the first start: let one round of acquisitions happen (bounded wait)."""
+        ...
+
+    async def leave(self) -> None:
+        """Planned exit: tell peers to plan without us before the bots are handed off."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe summary for /health."""
+        ...
+
+
+class OpenFence:
+    """The fence of a bot nobody else can own."""
+
+    epoch = 0
+    start_offset = None
+
+    def valid(self) -> bool:
+        return True
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        return None
+
+    async def commit_offset(self, offset: int) -> bool:
+        return True
+
 
 class StaticOwnership:
-    """One instance owns every enabled bot."""
+    """One instance owns every enabled bot (tests, or a fleet without peers)."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
 
     async def owned(self, desired: Sequence[BotConfig]) -> set[str]:
-        return {bot.id for bot in desired if bot.enabled}
+        self._held = {bot.id for bot in desired if bot.enabled}
+        return set(self._held)
+
+    def held(self) -> set[str]:
+        return set(self._held)
+
+    def fence(self, bot_id: str) -> BotFence:
+        return OpenFence()
 
     async def release(self, bot_id: str) -> None:
         return None
+
+    async def run(self, on_change: OnChange) -> None:
+        return None
+
+    async def settle(self, desired: Sequence[BotConfig]) -> None:
+        return None
+
+    async def leave(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": "static"}

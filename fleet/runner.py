@@ -23,6 +23,7 @@ import enum
 import functools
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from fleet.batcher import BatchWriter
 from fleet.config import BotConfig, FunnelConfig, RuntimeConfig, TelegramConfig
 from fleet.errors import UpdateBusy, UpdateNotStored
 from fleet.metrics import FleetMetrics
+from fleet.ownership import BotFence, OpenFence
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer
 from fleet.webhook import bot_webhook_secret, webhook_url
@@ -78,6 +80,7 @@ class RunnerState(enum.StrEnum):
     STOPPED = "stopped"
     UNAUTHORIZED = "unauthorized"
     CONFLICT = "conflict"
+    LOST = "lost"  # the lease went to another instance (or could not be renewed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +127,15 @@ def chat_of(raw: dict[str, Any]) -> int:
 
 
 class BotRunner:
-    def __init__(self, config: BotConfig, funnel: FunnelConfig, services: RunnerServices) -> None:
+    def __init__(
+        self,
+        config: BotConfig,
+        funnel: FunnelConfig,
+        services: RunnerServices,
+        fence: BotFence | None = None,
+    ) -> None:
         self.config = config
+        self.fence: BotFence = fence or OpenFence()
         self.bot_id = config.id
         self.funnel = funnel
         self._services = services
@@ -142,6 +152,9 @@ class BotRunner:
         self._confirmed = 0
         self._accepting = False  # webhook mode: the webhook points here and we take updates
         self._inflight = 0  # webhook mode: accepted, not finished
+        self._committed = 0  # the offset last written under our fence
+        self.last_update_at: float | None = None  # monotonic, for `botfleet status`
+        self.fence.on_lost(self._lost)
 
     def _build_dispatcher(self) -> Dispatcher:
         s = self._services
@@ -182,6 +195,13 @@ class BotRunner:
         self._stop.set()
         self._accepting = False
 
+    def _lost(self, reason: str) -> None:
+        """The fence fell: stop polling at once (before the lease can expire)."""
+        if self._stop.is_set():
+            return  # we were stopping anyway (hand-off, shutdown)
+        self.state, self.reason = RunnerState.LOST, f"lease lost: {reason}"
+        self.stop()
+
     # -- the poll loop ----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -194,9 +214,11 @@ class BotRunner:
         self.state = RunnerState.RUNNING
         log.info("bot %s: polling", self.bot_id)
         backoff = 1.0
-        offset = 0
+        offset = self._committed = self.fence.start_offset or 0
         try:
             while not self._stop.is_set():
+                if not await self._fenced(offset):
+                    break
                 try:
                     updates = await self._until_stopped(self._get_updates(offset))
                 except PollError as error:
@@ -212,6 +234,8 @@ class BotRunner:
                     continue
                 if updates is None:
                     break  # stopped while waiting
+                if not self.fence.valid():
+                    break  # too late to trust this batch: the next owner fetches it again
                 backoff = 1.0
                 fresh = await self._schedule(updates)
                 offset = self._confirmable()
@@ -222,6 +246,17 @@ class BotRunner:
         finally:
             if self.state == RunnerState.RUNNING:
                 self.state = RunnerState.STOPPING
+
+    async def _fenced(self, offset: int) -> bool:
+        """May this runner poll with ``offset``? Writes it under the lease epoch first."""
+        if not self.fence.valid():
+            self._lost("renew deadline passed")
+            return False
+        if offset > self._committed:
+            if not await self.fence.commit_offset(offset):
+                return False  # a newer epoch exists; the fence already stopped us
+            self._committed = offset
+        return True
 
     async def _schedule(self, updates: list[dict[str, Any]]) -> int:
         fresh = 0
@@ -236,6 +271,7 @@ class BotRunner:
             self._pending.add(update_id)
             fresh += 1
             self._services.metrics.updates_received.labels(self.bot_id).inc()
+            self.last_update_at = time.monotonic()
             job = functools.partial(self._handle, update_id, raw)
             await self._services.sequencer.submit((self.bot_id, chat_of(raw)), job)
         return fresh
@@ -320,7 +356,7 @@ class BotRunner:
             "max_connections": 40,
         }
         backoff = 1.0
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.fence.valid():
             try:
                 await self._api("setWebhook", payload, 15)
                 break
@@ -360,6 +396,7 @@ class BotRunner:
                 self._progress.set()
 
         self._inflight += 1
+        self.last_update_at = time.monotonic()
         self._services.metrics.updates_received.labels(self.bot_id).inc()
         try:
             await self._services.sequencer.submit((self.bot_id, chat_of(raw)), job)
@@ -469,7 +506,8 @@ class BotRunner:
                 break
         drained = not self.pending
         if self.webhook_mode:
-            if self.state != RunnerState.UNAUTHORIZED:
+            # A lost lease may already point the webhook at the next owner: leave it.
+            if self.state != RunnerState.UNAUTHORIZED and self.fence.valid():
                 await self._delete_webhook()
         else:
             await self.confirm_offset()
@@ -480,10 +518,15 @@ class BotRunner:
 
     async def confirm_offset(self) -> None:
         """Tell Telegram what is done, so the next owner does not see it again."""
-        if self.state in (RunnerState.UNAUTHORIZED, RunnerState.CONFLICT) or self._max_seen < 0:
+        if self.state in (RunnerState.UNAUTHORIZED, RunnerState.CONFLICT, RunnerState.LOST):
+            return
+        if self._max_seen < 0:
             return
         offset = self._confirmable()
         if offset <= self._confirmed:
+            return
+        # Under our epoch first; past the deadline someone else may poll: leave Telegram alone.
+        if not await self.fence.commit_offset(offset) or not self.fence.valid():
             return
         try:
             await self._get_updates(offset, poll_seconds=0, limit=1)

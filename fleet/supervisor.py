@@ -25,6 +25,7 @@ from fleet.batcher import BatchWriter
 from fleet.config import BotConfig, FleetConfig
 from fleet.config_file import ConfigError, load_config
 from fleet.errors import FleetError
+from fleet.leases import LeaseCoordinator
 from fleet.metrics import FleetMetrics, build_metrics
 from fleet.notify import SystemdNotifier
 from fleet.ownership import BotOwnership, StaticOwnership
@@ -44,6 +45,8 @@ from storage.services import BotRegistry, DeadLetters, MessageLog, UserActivity
 
 log = logging.getLogger(__name__)
 
+_SELF_STOPPED = (RunnerState.UNAUTHORIZED, RunnerState.CONFLICT, RunnerState.LOST)
+
 
 class Supervisor:
     def __init__(
@@ -56,12 +59,17 @@ class Supervisor:
     ) -> None:
         self.config = config
         self._config_path = config_path
-        self._ownership = ownership or StaticOwnership()
+        self._given_ownership = ownership  # None: Redis leases, built with the other resources
+        self._ownership: BotOwnership = ownership or StaticOwnership()
         self._notifier = notifier or SystemdNotifier()
         self.metrics: FleetMetrics = build_metrics()
         self.runners: dict[str, BotRunner] = {}
         self.failed: dict[str, str] = {}
+        self._unauthorized: set[str] = set()  # not restarted until their config changes
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._reconciling = asyncio.Lock()
+        self._owners_changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._ready = asyncio.Event()
@@ -113,6 +121,8 @@ class Supervisor:
                 async with asyncio.TaskGroup() as group:
                     self._group = group
                     background = [
+                        group.create_task(self._ownership.run(self._ownership_changed)),
+                        group.create_task(self._follow_ownership(), name="ownership"),
                         group.create_task(services.users.run(), name="users-batch"),
                         group.create_task(self._messages.run(), name="messages-batch"),
                         group.create_task(self._watch_config(), name="config-watch"),
@@ -120,6 +130,7 @@ class Supervisor:
                     ]
                     if self.config.runtime.watchdog:
                         background.append(group.create_task(self._notifier.watchdog()))
+                    await self._ownership.settle(self.config.bots)
                     await self._reconcile(self.config)
                     self._ready.set()
                     self._notifier.ready(self._status())
@@ -155,6 +166,11 @@ class Supervisor:
             ("database", lambda: ping_database(engine, 2.0)),
         ]
         keys = RedisKeys(config.redis.key_prefix)
+        if self._given_ownership is None:
+            self._ownership = LeaseCoordinator(
+                redis, keys, config.instance, config.leases,
+                metrics=self.metrics, status=self._bot_status,
+            )  # fmt: skip
         # Long polls get their own unbounded pool: one open connection per bot by design.
         poll_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         stack.push_async_callback(poll_session.close)
@@ -210,19 +226,47 @@ class Supervisor:
 
     # -- bots --------------------------------------------------------------------------------
 
+    def _ownership_changed(self) -> None:
+        self._owners_changed.set()
+
+    async def _follow_ownership(self) -> None:
+        while True:
+            await self._owners_changed.wait()
+            self._owners_changed.clear()
+            if not self._stop.is_set():
+                await self._reconcile(self.config)
+
     async def _reconcile(self, config: FleetConfig, changed: Sequence[str] = ()) -> None:
         """Make the running set match config and ownership; restart the bots in ``changed``."""
-        wanted = await self._ownership.owned(config.bots)
-        stop = [bot_id for bot_id in self.runners if bot_id not in wanted or bot_id in changed]
-        await asyncio.gather(*(self._stop_bot(bot_id) for bot_id in stop))
-        for bot in config.bots:
-            if bot.id in wanted and bot.id not in self.runners:
-                self._start_bot(bot, config)
-        self._publish()
+        async with self._reconciling:
+            self._unauthorized.difference_update(changed)
+            wanted = await self._ownership.owned(config.bots)
+            for bot_id in list(self.runners):
+                if bot_id not in wanted:
+                    self._begin_stop(bot_id)
+                elif bot_id in changed:
+                    self._begin_stop(bot_id, release=False)  # restarted here, lease kept
+            if changed:  # a changed bot restarts only after its old runner has stopped
+                await asyncio.gather(*(self._stopping[b] for b in changed if b in self._stopping))
+                wanted = await self._ownership.owned(config.bots)
+            for bot in config.bots:
+                if (
+                    bot.id in wanted
+                    and bot.id not in self.runners
+                    and bot.id not in self._stopping
+                    and bot.id not in self._unauthorized
+                ):
+                    self._start_bot(bot, config)
+            idle = self._ownership.held() - wanted - set(self.runners) - set(self._stopping)
+            idle -= self._unauthorized  # keep its lease: another instance would only fail too
+            for bot_id in idle:  # held, but nothing runs it: give it back
+                await self._ownership.release(bot_id)
+            self._publish()
 
     def _start_bot(self, bot: BotConfig, config: FleetConfig) -> None:
         assert self._services is not None and self._group is not None
-        runner = BotRunner(bot, config.funnels[bot.funnel], self._services)
+        fence = self._ownership.fence(bot.id)
+        runner = BotRunner(bot, config.funnels[bot.funnel], self._services, fence)
         self.runners[bot.id] = runner
         self.failed.pop(bot.id, None)
         task = self._group.create_task(self._run_bot(runner), name=f"bot:{bot.id}")
@@ -234,48 +278,72 @@ class Supervisor:
         except Exception:
             log.exception("bot %s: runner failed; the other bots go on", runner.bot_id)
             runner.reason = "runner crashed (see log)"
-        if runner.state in (RunnerState.UNAUTHORIZED, RunnerState.CONFLICT) or runner.reason:
-            self.failed[runner.bot_id] = runner.reason or runner.state.value
-            if self.runners.get(runner.bot_id) is runner and not runner.stopping:
-                await runner.drain(self.config.runtime.shutdown_grace)
-                del self.runners[runner.bot_id]
-                self._tasks.pop(runner.bot_id, None)
-                self._publish()
+        if runner.stopping and runner.state not in _SELF_STOPPED:
+            return  # stopped by us: _stop_bot drains and releases it
+        # It stopped on its own (401, 409, lease lost, crash): drain it and let it go.
+        if runner.state == RunnerState.UNAUTHORIZED:
+            self._unauthorized.add(runner.bot_id)
+        if runner.reason:
+            self.failed[runner.bot_id] = runner.reason
+        if self.runners.get(runner.bot_id) is runner:
+            self._begin_stop(runner.bot_id)
+        if runner.state in (RunnerState.CONFLICT, RunnerState.LOST):
+            # Someone else polls, or we could not renew: re-check the lease after a pause.
+            await asyncio.sleep(self.config.leases.retry_period)  # a back-off timer
+            self._owners_changed.set()
 
-    async def _stop_bot(self, bot_id: str) -> None:
+    def _begin_stop(self, bot_id: str, *, release: bool = True) -> None:
+        """Stop a runner in the background: drain, confirm, release. Others go on meanwhile."""
+        assert self._group is not None
         runner = self.runners.pop(bot_id, None)
-        task = self._tasks.pop(bot_id, None)
-        if runner is None:
+        if runner is None or bot_id in self._stopping:
             return
         runner.stop()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        if not await runner.drain(self.config.runtime.shutdown_grace):
-            log.warning("bot %s: stopped with %s updates in flight", bot_id, runner.pending)
-        await self._ownership.release(bot_id)
-        log.info("bot %s: stopped", bot_id)
+        task = self._group.create_task(
+            self._stop_bot(bot_id, runner, release), name=f"stop:{bot_id}"
+        )
+        self._stopping[bot_id] = task
+
+    async def _stop_bot(self, bot_id: str, runner: BotRunner, release: bool) -> None:
+        try:
+            run_task = self._tasks.pop(bot_id, None)
+            if run_task is not None and run_task is not asyncio.current_task():
+                await asyncio.gather(run_task, return_exceptions=True)
+            if not await runner.drain(self.config.runtime.shutdown_grace):
+                log.warning("bot %s: stopped with %s updates in flight", bot_id, runner.pending)
+            if release and bot_id not in self._unauthorized:
+                await self._ownership.release(bot_id)
+            log.info("bot %s: stopped", bot_id)
+        finally:
+            self._stopping.pop(bot_id, None)
+            self._publish()
+            self._owners_changed.set()  # a released bot may be ours to take again
 
     async def _shutdown(self, services: RunnerServices) -> None:
         runtime = self.config.runtime
         loop = asyncio.get_running_loop()
         deadline = loop.time() + runtime.shutdown_deadline
-        for runner in self.runners.values():
-            runner.stop()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        if not await services.sequencer.drain(runtime.shutdown_grace):
-            self.clean_exit = False
-            log.warning(
-                "grace over with %s updates in flight: cancelling", services.sequencer.admitted
-            )
-            await services.sequencer.cancel()
-        remaining = max(0.1, deadline - loop.time())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(remaining):
-                await asyncio.gather(*(r.drain(0) for r in self.runners.values()))
-        for bot_id in list(self.runners):
-            await self._ownership.release(bot_id)
-        self.runners.clear()
-        self._tasks.clear()
+        await self._ownership.leave()  # peers plan without us while we hand off
+        async with self._reconciling:
+            for runner in self.runners.values():
+                runner.stop()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            if not await services.sequencer.drain(runtime.shutdown_grace):
+                self.clean_exit = False
+                log.warning(
+                    "grace over with %s updates in flight: cancelling", services.sequencer.admitted
+                )
+                await services.sequencer.cancel()
+            for bot_id in list(self.runners):
+                self._begin_stop(bot_id)
+            remaining = max(0.1, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+            for task in self._stopping.values():
+                task.cancel()
+            self.runners.clear()
+            self._tasks.clear()
 
     # -- reload ---------------------------------------------------------------------------------
 
@@ -331,6 +399,20 @@ class Supervisor:
     def webhook_target(self, bot_id: str) -> WebhookTarget | None:
         return self.runners.get(bot_id)
 
+    def _bot_status(self) -> dict[str, Any]:
+        """Per bot, for the heartbeat that `botfleet status` reads (no secrets)."""
+        now = time.monotonic()
+        return {
+            bot_id: {
+                "state": runner.state.value,
+                "pending": runner.pending,
+                "last_update_age": None
+                if runner.last_update_at is None
+                else round(now - runner.last_update_at, 1),
+            }
+            for bot_id, runner in self.runners.items()
+        }
+
     def _status(self) -> str:
         return f"{len(self.runners)} bots running, {len(self.failed)} failed"
 
@@ -359,7 +441,11 @@ class Supervisor:
             "running": sorted(b for b, r in self.runners.items() if r.state == RunnerState.RUNNING),
             "failed": dict(sorted(self.failed.items())),
         }
-        return all(checks.values()) and self._ready.is_set(), {**checks, "bots": bots}
+        return all(checks.values()) and self._ready.is_set(), {
+            **checks,
+            "bots": bots,
+            "ownership": self._ownership.describe(),
+        }
 
     async def _loop_lag(self) -> None:
         loop = asyncio.get_running_loop()

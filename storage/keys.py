@@ -16,7 +16,8 @@ IDEMPOTENCY = "idem"  # one key per logical outgoing send (invariant 4)
 LEASE = "lease"  # who polls a bot
 EPOCH = "epoch"  # fencing counter, INCR on each lease acquisition
 OFFSET = "offset"  # last confirmed getUpdates offset, fenced by epoch
-HEARTBEAT = "hb"  # live instances
+HEARTBEAT = "hb"  # one key per live instance: its info, with a TTL
+MEMBERS = "members"  # sorted set: instance id by heartbeat expiry (Redis TIME, ms)
 RATE = "rate"  # token buckets for sends
 THROTTLE = "throttle"  # per-user flood limits
 DEBOUNCE = "debounce"  # repeated /start within a window
@@ -49,6 +50,9 @@ class RedisKeys:
 
     def heartbeat(self, instance_id: str) -> str:
         return self._key(HEARTBEAT, instance_id)
+
+    def members(self) -> str:
+        return self._key(MEMBERS)
 
     def rate(self, bot_id: str, scope: str, *parts: str | int) -> str:
         """Token bucket for ``scope`` ("bot", "chat", "group") of one bot."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from fleet.config import DatabaseConfig, FleetConfig
 from fleet.config_file import ConfigError, load_config, load_section, parse_config
@@ -168,6 +169,19 @@ def test_json_schema_lists_every_section() -> None:
         "http",
         "telegram",
         "runtime",
+        "leases",
         "funnels",
         "bots",
     }
+
+
+@pytest.mark.parametrize(
+    ("leases", "needle"),
+    [
+        ({"ttl": 10, "renew_deadline": 10}, "renew_deadline must be below ttl"),
+        ({"renew_deadline": 2, "retry_period": 2}, "exceed 1.2 x retry_period"),
+    ],
+)
+def test_lease_timings_keep_their_ratios(leases: dict[str, float], needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        FleetConfig.model_validate({"leases": leases})
