@@ -217,6 +217,55 @@ def run(config_path: Path) -> None:
     _run_async(lambda: run_supervisor(config_path))
 
 
+@cli.command("status")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of tables.")
+def status(config_path: Path, as_json: bool) -> None:
+    """Live instances and which one polls each bot, read from the shared Redis only."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    if config.redis.url is None:
+        _fail(
+            f"redis.url: not set; status reads the fleet's shared Redis, set it "
+            f"(or BOTFLEET_REDIS_URL) in {config_path}",
+            EXIT_BAD_INPUT,
+        )
+
+    async def main() -> str:
+        import orjson
+        from redis.exceptions import RedisError
+
+        from fleet.errors import ServiceUnavailable
+        from fleet.status import read_status, render_table, to_json
+        from storage.keys import RedisKeys
+        from storage.redis import create_redis, ping_redis
+
+        # Never the URL in messages: it may carry a password.
+        redis = create_redis(config.redis)
+        try:
+            await ping_redis(redis, "redis.url", config.redis.connect_timeout)
+            try:
+                async with asyncio.timeout(max(config.redis.connect_timeout, 5.0)):
+                    fleet = await read_status(
+                        redis,
+                        RedisKeys(config.redis.key_prefix),
+                        [bot.id for bot in config.bots],
+                        disabled={bot.id for bot in config.bots if not bot.enabled},
+                    )
+            except (RedisError, OSError, TimeoutError) as exc:
+                what = type(exc).__name__
+                raise ServiceUnavailable(f"Redis at redis.url failed mid-read ({what})") from None
+        finally:
+            await redis.aclose()
+        if as_json:
+            return orjson.dumps(to_json(fleet), option=orjson.OPT_INDENT_2).decode()
+        return render_table(fleet)
+
+    click.echo(_run_async(main))
+
+
 @cli.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))

@@ -152,8 +152,11 @@ class LeaseCoordinator:
         *,
         metrics: FleetMetrics | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        control: Redis | None = None,
     ) -> None:
-        self._redis = redis
+        # Heartbeats and renewals get their own connections (``control``): a burst of
+        # handler traffic on the shared pool must never make a lease miss its deadline.
+        self._redis = control or redis
         self._keys = keys
         self.instance_id = instance.id
         self.holder = f"{instance.id}:{secrets.token_hex(8)}"
@@ -174,11 +177,11 @@ class LeaseCoordinator:
         self._round_done = 0  # the last tick finished (successfully or not)
         self._round_finished = asyncio.Event()
         self._redis_down_since: float | None = None
-        self._heartbeat = redis.register_script(_HEARTBEAT)
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
-        self._commit = redis.register_script(_COMMIT_OFFSET)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+        self._commit = redis.register_script(_COMMIT_OFFSET)  # per poll: the shared pool
 
     # -- the BotOwnership protocol --------------------------------------------------------
 
@@ -272,7 +275,8 @@ class LeaseCoordinator:
             self._round += 1
             this_round = self._round
             try:
-                async with asyncio.timeout(self.timing.retry_period):
+                # A slow round is fine; the deadline loop guards the leases meanwhile.
+                async with asyncio.timeout(self.timing.renew_deadline / 2):
                     changed = await self.tick()
                 if self._redis_down_since is not None:
                     log.warning("instance %s: Redis is back; leases resume", self.instance_id)
@@ -342,9 +346,10 @@ class LeaseCoordinator:
             "pid": os.getpid(),
             "capacity": self._capacity,
             "version": __version__,
-            "started_ms": self._started_ms,
             "bots": self._status(),
         }
+        if self._started_ms is not None:  # the script fills it in on the first beat
+            info["started_ms"] = self._started_ms
         ttl_ms = int(self.timing.ttl * 1000)
         answer = await self._heartbeat(
             keys=[self._keys.members(), self._keys.heartbeat(self.instance_id)],

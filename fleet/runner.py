@@ -207,7 +207,7 @@ class BotRunner:
     async def run(self) -> None:
         """Poll until stopped, unauthorized or in conflict; never raises for a bad bot."""
         s = self._services
-        s.sender.register(self.bot_id, self._token)
+        s.sender.register(self.bot_id, self._token, self.fence.epoch)
         if self.webhook_mode:
             await self._serve_webhook()
             return
@@ -433,7 +433,7 @@ class BotRunner:
                 update = Update.model_validate(raw, context={"bot": self.bot})
             except ValidationError as exc:
                 return await self._malformed(update_id, raw, exc)
-            await self.dispatcher.feed_update(self.bot, update)
+            await self.dispatcher.feed_update(self.bot, update, lease_epoch=self.fence.epoch)
         except (UpdateBusy, UpdateNotStored) as exc:
             log.warning("bot %s: update %s left for later: %s", self.bot_id, update_id, exc)
             return False

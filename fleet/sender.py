@@ -30,7 +30,7 @@ from storage.repositories.messages import MessageRecord
 
 log = logging.getLogger(__name__)
 
-Result = Literal["ok", "skipped", "blocked", "failed", "uncertain"]
+Result = Literal["ok", "skipped", "orphaned", "blocked", "failed", "uncertain"]
 ChatKind = Literal["private", "group"]
 
 
@@ -48,6 +48,7 @@ class SendOutcome:
 @dataclass(slots=True)
 class _Attempt:
     request_sent: bool = False
+    slot_taken: bool = False  # the first attempt's rate slot was taken before the claim
 
 
 class Sender:
@@ -76,16 +77,19 @@ class Sender:
         self._max_wait = max_wait
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._tokens: dict[str, str] = {}
+        self._epochs: dict[str, int] = {}  # the lease epoch each bot runs under here
 
     @property
     def ledger(self) -> SendLedger:
         return self._ledger
 
-    def register(self, bot_id: str, token: str) -> None:
+    def register(self, bot_id: str, token: str, epoch: int = 0) -> None:
         self._tokens[bot_id] = token
+        self._epochs[bot_id] = epoch
 
     def unregister(self, bot_id: str) -> None:
         self._tokens.pop(bot_id, None)
+        self._epochs.pop(bot_id, None)
 
     async def send_message(
         self,
@@ -138,9 +142,24 @@ class Sender:
         token = self._tokens.get(bot_id)
         if token is None:
             return self._count(bot_id, method, SendOutcome("failed", description="unknown bot"))
-        if idempotency_key is not None and not await self._ledger.claim(idempotency_key):
-            return self._count(bot_id, method, SendOutcome("skipped"))
+        epoch = self._epochs.get(bot_id, 0)
         attempt = _Attempt()
+        if idempotency_key is not None:
+            # The rate slot first: a claim must not wait in a queue, where a crash
+            # would leave it orphaned although nothing went out.
+            try:
+                await self._limiter.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
+            except RateLimitTimeout as exc:
+                return self._count(bot_id, method, SendOutcome("failed", description=str(exc)))
+            attempt.slot_taken = True
+            claim = await self._ledger.claim_as(idempotency_key, epoch)
+            if claim != "new":
+                if claim == "orphaned":
+                    log.warning(
+                        "bot %s: %s claimed by a previous owner; not resent", bot_id, method
+                    )
+                    return self._count(bot_id, method, SendOutcome("orphaned"))
+                return self._count(bot_id, method, SendOutcome("skipped"))
         try:
             outcome = await self._attempts(
                 bot_id, token, method, payload, chat_id, chat_kind, attempt
@@ -148,13 +167,13 @@ class Sender:
         except asyncio.CancelledError:
             if idempotency_key is not None and not attempt.request_sent:
                 # Cancelled before anything went out: the redelivered update may send it.
-                await asyncio.shield(self._ledger.release(idempotency_key))
+                await asyncio.shield(self._ledger.release(idempotency_key, epoch))
             raise
         if idempotency_key is not None:
             if outcome.ok:
                 await self._ledger.confirm(idempotency_key)
             elif at_least_once and outcome.result == "failed":
-                await self._ledger.release(idempotency_key)
+                await self._ledger.release(idempotency_key, epoch)
         if outcome.result == "blocked" and self._on_blocked is not None and chat_kind == "private":
             self._on_blocked(bot_id, chat_id)
         return self._count(bot_id, method, outcome)
@@ -175,7 +194,9 @@ class Sender:
         last = "no attempt"
         for _ in range(self._max_attempts):
             try:
-                await self._limiter.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
+                if not attempt.slot_taken:
+                    await self._limiter.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
+                attempt.slot_taken = False
             except RateLimitTimeout as exc:
                 return SendOutcome("failed", description=str(exc))
             attempt.request_sent = True

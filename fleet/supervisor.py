@@ -167,9 +167,11 @@ class Supervisor:
         ]
         keys = RedisKeys(config.redis.key_prefix)
         if self._given_ownership is None:
+            control = create_redis(config.redis.model_copy(update={"pool_size": 2}))
+            stack.push_async_callback(control.aclose)
             self._ownership = LeaseCoordinator(
                 redis, keys, config.instance, config.leases,
-                metrics=self.metrics, status=self._bot_status,
+                metrics=self.metrics, status=self._bot_status, control=control,
             )  # fmt: skip
         # Long polls get their own unbounded pool: one open connection per bot by design.
         poll_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))

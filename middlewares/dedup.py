@@ -28,7 +28,8 @@ class DedupMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
         bot_id: str = data["bot_id"]
-        state = await self._dedup.claim(bot_id, event.update_id, self._lease)
+        epoch: int = data.get("lease_epoch", 0)  # from the runner's fence
+        state = await self._dedup.claim(bot_id, event.update_id, self._lease, epoch)
         if state == "done":
             return "duplicate"
         if state == "busy":

@@ -61,7 +61,7 @@ def fleet_dict(
         "runtime": {"shutdown_grace": 5, "shutdown_deadline": 10, "config_poll_interval": 0.2}
         | runtime,
         # Short leases: a test that kills a fleet gets its bots back within seconds.
-        "leases": {"ttl": 3, "renew_deadline": 2, "retry_period": 0.5, "takeover_grace": 1},
+        "leases": {"ttl": 5, "renew_deadline": 4, "retry_period": 0.5, "takeover_grace": 1},
         "funnels": {
             "main": {"welcome": {"text": welcome}, "fallback": {"text": FALLBACK}},
         },
