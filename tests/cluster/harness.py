@@ -200,12 +200,12 @@ class Cluster:
         now = await self.redis.time()
         now_ms = now[0] * 1000 + now[1] // 1000
         ids = await self.redis.zrangebyscore(self.keys.members(), now_ms, "+inf")
-        return {i.decode() for i in ids}
+        return {_text(i) for i in ids}
 
     async def owners(self) -> dict[str, str | None]:
         raw = await self.redis.mget([self.keys.lease(b) for b in self.bot_ids])
         return {
-            bot: value.decode().rsplit(":", 1)[0] if value is not None else None
+            bot: _text(value).rsplit(":", 1)[0] if value is not None else None
             for bot, value in zip(self.bot_ids, raw, strict=True)
         }
 
@@ -237,8 +237,9 @@ class Cluster:
     async def wait(self, predicate: Callable[[], Any], within: float, poll: float = 0.1) -> None:
         """Wait for an async predicate (state in other processes: we have to look)."""
         async with asyncio.timeout(within):
-            while not await predicate():
-                await asyncio.sleep(poll)  # other processes: polling with a deadline
+            # The state lives in other processes: no event to wait on, so look again.
+            while not await predicate():  # noqa: ASYNC110
+                await asyncio.sleep(poll)
 
     def conflicts(self) -> int:
         return int(self.emulator.counters()["statuses"].get("409", 0))
@@ -304,3 +305,7 @@ async def metric_sum(instances: Sequence[Instance], name: str, **labels: str) ->
 
 def users(emulator: TelegramEmulator, count: int, tag: str) -> list[User]:
     return [emulator.add_user(f"{tag}{i}") for i in range(count)]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
