@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from fleet.assignment import assign
 from fleet.emulator import TelegramEmulator, User
@@ -238,8 +239,15 @@ class Cluster:
         """Wait for an async predicate (state in other processes: we have to look)."""
         async with asyncio.timeout(within):
             # The state lives in other processes: no event to wait on, so look again.
-            while not await predicate():  # noqa: ASYNC110
+            while not await self._holds(predicate):  # noqa: ASYNC110
                 await asyncio.sleep(poll)
+
+    @staticmethod
+    async def _holds(predicate: Callable[[], Any]) -> bool:
+        try:
+            return bool(await predicate())
+        except RedisError:  # our own client, across a Redis restart
+            return False
 
     def conflicts(self) -> int:
         return int(self.emulator.counters()["statuses"].get("409", 0))
