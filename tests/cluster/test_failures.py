@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 
 import aiohttp
 
+from fleet.emulator import User
 from tests.cluster.conftest import MakeCluster
 from tests.cluster.harness import WELCOME, Cluster, RedisServer, token_for, users
 
 NAMES = ["i1", "i2", "i3"]
 
 
-def _welcomes(cluster: Cluster, pairs: list[tuple[int, object]]) -> list[int]:
+def _welcomes(cluster: Cluster, pairs: Sequence[tuple[int, User]]) -> list[int]:
     emulator = cluster.emulator
     return [
-        sum(1 for s in emulator.transcript(token_for(bot), user) if s.text == WELCOME)  # type: ignore[arg-type]
+        sum(1 for s in emulator.transcript(token_for(bot), user) if s.text == WELCOME)
         for bot, user in pairs
     ]
 
@@ -46,7 +48,7 @@ async def test_redis_outage_stops_polling_safely_and_service_resumes(
 
     # Nobody can renew: every instance stops polling before the TTL, and says why.
     async def nobody_polls() -> bool:  # a poll that ends by disconnect fires no event
-        return emulator.counters()["long_polls_open"] == 0
+        return int(emulator.counters()["long_polls_open"]) == 0
 
     await cluster.wait(nobody_polls, 15)
     assert set(await _health_statuses(cluster)) == {503}  # routes answer, and fail clearly

@@ -47,7 +47,7 @@ async def test_only_the_holder_renews_and_a_stale_epoch_cannot_move_the_offset(
 
     assert not await fence.commit_offset(99)  # the stale epoch is refused...
     assert lost == ["offset refused: epoch 1 is stale"]  # ...and its runner told at once
-    assert int(await redis.get(redis_keys.offset("b0"))) == 41
+    assert await redis.get(redis_keys.offset("b0")) == b"41"
     await a.tick()  # a lost fence is not renewed, and a does not take the bot back
     assert await a.owned(desired) == set()
     assert await redis.get(redis_keys.lease("b0")) == b.holder.encode()
