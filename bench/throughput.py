@@ -86,12 +86,12 @@ def write_config(path: Path, db_url: str, redis_url: str, emulator_url: str, bot
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
-async def start(*argv: str) -> asyncio.subprocess.Process:
+async def start(*argv: str, log: Path | None = None) -> asyncio.subprocess.Process:
     pin = ["taskset", "-c", "1"] if (os.cpu_count() or 1) > 1 else []
-    return await asyncio.create_subprocess_exec(
-        *pin, sys.executable, *argv, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    with log.open("ab") if log else open(os.devnull, "wb") as sink:  # noqa: ASYNC230 - once
+        return await asyncio.create_subprocess_exec(
+            *pin, sys.executable, *argv, stdout=sink, stderr=sink,
+        )  # fmt: skip
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:
@@ -177,7 +177,8 @@ async def run_fleet(
     write_config(config, db, redis, emu.base_url, bots)
     for i in range(bots):
         await control(http, emu.base_url, "add_bot", token=token(i))
-    return await start("-m", "fleet", "--log-level", "WARNING", "run", "-c", str(config))
+    log = work / f"fleet-{bots}.log"  # kept: why a run was slow or did not start
+    return await start("-m", "fleet", "--log-level", "INFO", "run", "-c", str(config), log=log)
 
 
 async def main(args: argparse.Namespace) -> None:

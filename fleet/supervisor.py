@@ -251,6 +251,7 @@ class Supervisor:
             if changed:  # a changed bot restarts only after its old runner has stopped
                 await asyncio.gather(*(self._stopping[b] for b in changed if b in self._stopping))
                 wanted = await self._ownership.owned(config.bots)
+            started = 0
             for bot in config.bots:
                 if (
                     bot.id in wanted
@@ -259,6 +260,11 @@ class Supervisor:
                     and bot.id not in self._unauthorized
                 ):
                     self._start_bot(bot, config)
+                    started += 1
+                    if started % 50 == 0:
+                        # Building a Dispatcher costs milliseconds: thousands at once would
+                        # hold the loop for seconds, and lease renewals must not wait that long.
+                        await asyncio.sleep(0)
             idle = self._ownership.held() - wanted - set(self.runners) - set(self._stopping)
             idle -= self._unauthorized  # keep its lease: another instance would only fail too
             for bot_id in idle:  # held, but nothing runs it: give it back
