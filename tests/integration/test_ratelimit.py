@@ -67,4 +67,6 @@ async def test_acquire_waits_for_a_refill(redis: Redis, redis_keys: RedisKeys) -
     keys = [k async for k in redis.scan_iter(match=redis_keys.everything())]
     assert keys and all(b":b1:" in k for k in keys)
     ttls = [await redis.pttl(k) for k in keys]
-    assert all(ttl > 0 for ttl in ttls)  # buckets expire on their own
+    # Buckets expire on their own: never -1 (no TTL); -2 means it already expired
+    # between the scan and the PTTL (a full bucket of this fast one lives ~50 ms).
+    assert all(ttl > 0 or ttl == -2 for ttl in ttls)
