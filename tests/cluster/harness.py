@@ -169,6 +169,12 @@ class Cluster:
         )  # fmt: skip
         return instance
 
+    async def start_all(self, names: Sequence[str], within: float = 60) -> None:
+        """Start ``names`` and wait until the bots are spread over them by HRW."""
+        for name in names:
+            await self.start(name)
+        await self.wait(lambda: self.converged(names), within)
+
     async def kill(self, name: str) -> None:
         instance = self.instances[name]
         assert instance.process is not None
@@ -283,11 +289,7 @@ class Load:
                 await self._task
 
     def replies(self) -> list[int]:
-        emulator = self.cluster.emulator
-        return [
-            sum(1 for s in emulator.transcript(token_for(bot), user) if s.text == WELCOME)
-            for bot, user in self.sent
-        ]
+        return welcomes(self.cluster.emulator, self.sent)
 
 
 async def metric_sum(instances: Sequence[Instance], name: str, **labels: str) -> float:
@@ -309,6 +311,14 @@ async def metric_sum(instances: Sequence[Instance], name: str, **labels: str) ->
                     if all(f'{k}="{v}"' in line for k, v in labels.items()):
                         total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def welcomes(emulator: TelegramEmulator, pairs: Sequence[tuple[int, User]]) -> list[int]:
+    """How many welcomes each (bot index, user) got."""
+    return [
+        sum(1 for s in emulator.transcript(token_for(bot), user) if s.text == WELCOME)
+        for bot, user in pairs
+    ]
 
 
 def users(emulator: TelegramEmulator, count: int, tag: str) -> list[User]:

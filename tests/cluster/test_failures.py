@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
 
 import aiohttp
 
-from fleet.emulator import User
 from tests.cluster.conftest import MakeCluster
-from tests.cluster.harness import WELCOME, Cluster, RedisServer, token_for, users
+from tests.cluster.harness import Cluster, RedisServer, token_for, users, welcomes
 
 NAMES = ["i1", "i2", "i3"]
-
-
-def _welcomes(cluster: Cluster, pairs: Sequence[tuple[int, User]]) -> list[int]:
-    emulator = cluster.emulator
-    return [
-        sum(1 for s in emulator.transcript(token_for(bot), user) if s.text == WELCOME)
-        for bot, user in pairs
-    ]
 
 
 async def _health_statuses(cluster: Cluster) -> list[int]:
@@ -36,9 +26,7 @@ async def test_redis_outage_stops_polling_safely_and_service_resumes(
     make_cluster: MakeCluster, redis_server: RedisServer
 ) -> None:
     cluster = make_cluster(12)
-    for name in NAMES:
-        await cluster.start(name)
-    await cluster.wait(lambda: cluster.converged(NAMES), 60)
+    await cluster.start_all(NAMES)
     emulator = cluster.emulator
     conflicts = cluster.conflicts()
     loop = asyncio.get_running_loop()
@@ -63,7 +51,7 @@ async def test_redis_outage_stops_polling_safely_and_service_resumes(
     await redis_server.start()
     await cluster.wait(lambda: cluster.converged(NAMES), 60)
     await emulator.wait_for(lambda: emulator.counters()["updates_pending"] == 0, 60)
-    assert _welcomes(cluster, pairs) == [1] * len(pairs)
+    assert welcomes(cluster.emulator, pairs) == [1] * len(pairs)
     assert cluster.conflicts() == conflicts  # never two pollers of one bot
     assert set(await _health_statuses(cluster)) == {200}
     for instance in cluster.instances.values():
@@ -74,9 +62,7 @@ async def test_a_frozen_owner_is_fenced_and_stops_polling_on_its_own(
     make_cluster: MakeCluster,
 ) -> None:
     cluster = make_cluster(12)
-    for name in NAMES:
-        await cluster.start(name)
-    await cluster.wait(lambda: cluster.converged(NAMES), 60)
+    await cluster.start_all(NAMES)
     emulator = cluster.emulator
     theirs = [b for b, owner in (await cluster.owners()).items() if owner == "i2"]
     assert theirs
@@ -90,17 +76,15 @@ async def test_a_frozen_owner_is_fenced_and_stops_polling_on_its_own(
     pairs = [(int(bot.split("-")[1]), user) for bot in theirs for user in people]
     for bot_index, user in pairs:
         emulator.user_sends(token_for(bot_index), user, "/start")
-    await emulator.wait_for(lambda: _welcomes(cluster, pairs) == [1] * len(pairs), 30)
+    await emulator.wait_for(lambda: welcomes(cluster.emulator, pairs) == [1] * len(pairs), 30)
 
     cluster.signal("i2", signal.SIGCONT)
     # It wakes with old epochs: it must notice by itself and stop, then rejoin cleanly.
     await cluster.wait(lambda: cluster.converged(NAMES), 60)
     log = cluster.instances["i2"].log()
     assert "lease lost" in log
-    more = [(bot, user) for bot, user in pairs[:1]] + [
-        (int(bot.split("-")[1]), emulator.add_user(f"after-{bot}")) for bot in theirs
-    ]
-    for bot_index, user in more[1:]:
+    later = [(int(bot.split("-")[1]), emulator.add_user(f"after-{bot}")) for bot in theirs]
+    for bot_index, user in later:
         emulator.user_sends(token_for(bot_index), user, "/start")
     await emulator.wait_for(lambda: emulator.counters()["updates_pending"] == 0, 30)
-    assert _welcomes(cluster, pairs + more[1:]) == [1] * (len(pairs) + len(more) - 1)
+    assert welcomes(emulator, pairs + later) == [1] * (len(pairs) + len(later))

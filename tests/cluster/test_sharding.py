@@ -5,21 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fleet.assignment import assign
-from fleet.emulator import TelegramEmulator, User
 from tests.cluster.conftest import MakeCluster
-from tests.cluster.harness import WELCOME, Cluster, Load, metric_sum, token_for, users
+from tests.cluster.harness import Cluster, Load, metric_sum, token_for, users, welcomes
 
 NAMES = ["i1", "i2", "i3"]
-
-
-async def _start(cluster: Cluster, names: list[str]) -> None:
-    for name in names:
-        await cluster.start(name)
-    await cluster.wait(lambda: cluster.converged(names), 60)
-
-
-def _welcomes(emulator: TelegramEmulator, bot: int, user: User) -> int:
-    return sum(1 for s in emulator.transcript(token_for(bot), user) if s.text == WELCOME)
 
 
 async def _settled(cluster: Cluster, load: Load, within: float = 60) -> None:
@@ -31,7 +20,7 @@ async def test_three_instances_own_each_bot_once_without_conflicts(
     make_cluster: MakeCluster,
 ) -> None:
     cluster = make_cluster(60)
-    await _start(cluster, NAMES)
+    await cluster.start_all(NAMES)
     conflicts = cluster.conflicts()
     owners = await cluster.owners()
     assert sorted({owner or "-" for owner in owners.values()}) == NAMES  # all three share the work
@@ -42,7 +31,7 @@ async def test_three_instances_own_each_bot_once_without_conflicts(
     emulator = cluster.emulator
     await emulator.wait_for(lambda: emulator.counters()["sent"] >= 180, 60)
     await emulator.wait_for(lambda: emulator.counters()["updates_pending"] == 0, 30)
-    assert [_welcomes(emulator, b, u) for b in range(60) for u in people] == [1] * 180
+    assert welcomes(emulator, [(b, u) for b in range(60) for u in people]) == [1] * 180
     assert await cluster.owners() == owners  # steady: nothing moved
     assert cluster.conflicts() == conflicts == 0
 
@@ -51,7 +40,7 @@ async def test_kill_nine_moves_its_bots_and_loses_nothing_it_could_know(
     make_cluster: MakeCluster,
 ) -> None:
     cluster = make_cluster(30)
-    await _start(cluster, NAMES)
+    await cluster.start_all(NAMES)
     load = Load(cluster, interval=0.02)
     load.start()
     await cluster.emulator.wait_for(lambda: len(load.sent) >= 100, 30)
@@ -79,7 +68,7 @@ async def test_kill_nine_moves_its_bots_and_loses_nothing_it_could_know(
 
 async def test_a_fourth_instance_takes_only_its_hrw_share(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(60)
-    await _start(cluster, NAMES)
+    await cluster.start_all(NAMES)
     before = await cluster.owners()
     load = Load(cluster, interval=0.03)
     load.start()
@@ -101,7 +90,7 @@ async def test_a_fourth_instance_takes_only_its_hrw_share(make_cluster: MakeClus
 
 async def test_planned_restart_moves_bots_away_and_back(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(30)
-    await _start(cluster, NAMES)
+    await cluster.start_all(NAMES)
     home = await cluster.owners()
     load = Load(cluster, interval=0.03)
     load.start()
