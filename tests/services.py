@@ -40,6 +40,13 @@ class TestServices:
             self._embedded.close()
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on (right now): for servers we start, or to be refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

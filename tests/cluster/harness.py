@@ -11,13 +11,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import yaml
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -25,16 +26,11 @@ from redis.exceptions import RedisError
 from fleet.assignment import assign
 from fleet.emulator import TelegramEmulator, User
 from storage.keys import RedisKeys
+from tests.services import free_port
 
 WELCOME = "Bem-vindo! Escolha um plano abaixo."
 FALLBACK = "Não entendi. Envie /start para ver os planos."
 LEASES = {"ttl": 4, "renew_deadline": 3, "retry_period": 0.5, "takeover_grace": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def token_for(index: int) -> str:
@@ -218,8 +214,6 @@ class Cluster:
 
     async def running(self) -> dict[str, set[str]]:
         """Instance -> bots its heartbeat reports as running."""
-        import orjson
-
         live = sorted(await self.live())
         raw = await self.redis.mget([self.keys.heartbeat(i) for i in live]) if live else []
         out: dict[str, set[str]] = {}
@@ -294,8 +288,6 @@ class Load:
 
 async def metric_sum(instances: Sequence[Instance], name: str, **labels: str) -> float:
     """Sum a counter over the /metrics of running instances (all label values not given)."""
-    import aiohttp
-
     total = 0.0
     async with aiohttp.ClientSession() as http:
         for instance in instances:

@@ -11,7 +11,7 @@ from tests.cluster.harness import Cluster, Load, metric_sum, token_for, users, w
 NAMES = ["i1", "i2", "i3"]
 
 
-async def _settled(cluster: Cluster, load: Load, within: float = 60) -> None:
+async def _settled(cluster: Cluster, within: float = 60) -> None:
     emulator = cluster.emulator
     await emulator.wait_for(lambda: emulator.counters()["updates_pending"] == 0, within)
 
@@ -54,7 +54,7 @@ async def test_kill_nine_moves_its_bots_and_loses_nothing_it_could_know(
     after_takeover = len(load.sent) + 50  # the load goes on against the new owners
     await cluster.emulator.wait_for(lambda: len(load.sent) >= after_takeover, 30)
     await load.stop()
-    await _settled(cluster, load)
+    await _settled(cluster)
     survivors = [cluster.instances[n] for n in ("i1", "i3")]
     orphaned = await metric_sum(survivors, "botfleet_sends_total", result="orphaned")
     replies = load.replies()
@@ -75,7 +75,7 @@ async def test_a_fourth_instance_takes_only_its_hrw_share(make_cluster: MakeClus
     await cluster.start("i4")
     await cluster.wait(lambda: cluster.converged([*NAMES, "i4"]), 60)
     await load.stop()
-    await _settled(cluster, load)
+    await _settled(cluster)
     after = await cluster.owners()
     moved = {bot for bot in before if before[bot] != after[bot]}
     expected = {
@@ -99,7 +99,7 @@ async def test_planned_restart_moves_bots_away_and_back(make_cluster: MakeCluste
     await cluster.start("i3")
     await cluster.wait(lambda: cluster.converged(NAMES), 60)
     await load.stop()
-    await _settled(cluster, load)
+    await _settled(cluster)
     assert await cluster.owners() == home
     assert load.replies() == [1] * len(load.sent)
     assert cluster.conflicts() == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 from fleet.config import DatabaseConfig, FleetConfig, RedisConfig
 from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
 from fleet.supervisor import Supervisor
+from tests.services import free_port
 
 WELCOME = "Bem-vindo! Escolha um plano abaixo."
 FALLBACK = "Não entendi. Envie /start para ver os planos."
@@ -22,12 +22,6 @@ FALLBACK = "Não entendi. Envie /start para ver os planos."
 
 WEBHOOK_SECRET = "e2e-instance-webhook-secret-0123456789"
 MODES = pytest.mark.parametrize("mode", ["polling", "webhook"])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def token_for(index: int) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +15,9 @@ from redis.asyncio import Redis
 from fleet.config import RedisConfig
 from fleet.status import BotStatus, FleetStatus, read_status, render_table, to_json
 from storage.keys import RedisKeys
+from tests.integration.test_cli import botfleet
+from tests.services import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKENS = {
     "loja": "111111:LOJAsecretLOJAsecretLOJAsecret",
     "vip": "222222:VIPsecretVIPsecretVIPsecret",
@@ -157,23 +156,6 @@ def config_text(redis_url: str, prefix: str, database_port: int) -> str:
     )
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def botfleet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fleet", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
-    )
-
-
 def assert_no_secrets(result: subprocess.CompletedProcess[str], *secrets: str) -> None:
     output = result.stdout + result.stderr
     for secret in [*TOKENS.values(), *(t.split(":")[1] for t in TOKENS.values()), *secrets]:
@@ -187,7 +169,7 @@ async def test_cli_status_json_and_table(
     url = redis_config.url.get_secret_value()
     await write_layout(redis, redis_keys)
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(config_text(url, redis_keys.prefix, closed_port()))
+    cfg.write_text(config_text(url, redis_keys.prefix, free_port()))
 
     result = await asyncio.to_thread(botfleet, "status", "-c", str(cfg), "--json")
     assert result.returncode == 0, result.stderr
@@ -215,9 +197,9 @@ async def test_cli_status_json_and_table(
 
 
 async def test_cli_status_redis_not_answering_exits_1(tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port()
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(config_text(f"redis://:hunter2@127.0.0.1:{port}/0", "bf", closed_port()))
+    cfg.write_text(config_text(f"redis://:hunter2@127.0.0.1:{port}/0", "bf", free_port()))
     result = await asyncio.to_thread(botfleet, "status", "-c", str(cfg))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -229,7 +211,7 @@ async def test_cli_status_redis_not_answering_exits_1(tmp_path: Path) -> None:
 
 def test_cli_status_needs_a_redis_url(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(config_text("", "bf", closed_port()).replace("url: '',", ""))
+    cfg.write_text(config_text("", "bf", free_port()).replace("url: '',", ""))
     result = botfleet("status", "-c", str(cfg))
     assert result.returncode == 2
     assert result.stderr.startswith("redis.url: not set; status reads the fleet's shared Redis")
