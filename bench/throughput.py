@@ -4,13 +4,16 @@ The emulator runs in its own process (core 0); the fleet under test in another
 (core 1), first ``botfleet run`` (dedup, ordering, Postgres logging), then the
 baseline ``bench/baseline_aiogram.py`` (``start_polling(*bots)``, nothing else).
 Figures: updates/s until every user has its welcome, latency p50/p95/p99 from
-user message to reply (emulator clock), CPU per update, and botfleet's RSS with
-1,000 and 5,000 idle bots.
+user message to reply (emulator clock), CPU per update, botfleet's Redis round
+trips and commands per update and Redis memory per 1,000 updates (keys left
+once every update is confirmed), and its RSS with 1,000 and 5,000 idle bots.
 
-Needs PostgreSQL and Redis: ``BOTFLEET_BENCH_DATABASE_URL`` (an admin URL; a
-scratch database is created and dropped) and ``BOTFLEET_BENCH_REDIS_URL``,
-default the local servers. Run: ``uv run python bench/throughput.py``.
-Writes ``bench/reports/throughput.md``.
+Needs PostgreSQL (``BOTFLEET_BENCH_DATABASE_URL``, an admin URL; a scratch
+database is created and dropped, default the local server) and a
+``redis-server`` binary: the fleet gets a Redis of its own (no persistence), so
+its statistics count nothing else. ``--profile`` samples the fleet with py-spy
+during the workload and writes the top of the profile next to the report.
+Run: ``uv run python -m bench.throughput``. Writes ``bench/reports/throughput.md``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import os
 import platform
 import secrets
+import shutil
 import signal
 import statistics
 import sys
@@ -33,12 +37,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import yaml
+from redis.asyncio import Redis
 
 # Run as a script from anywhere: make the repository importable for bench.emulator.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.emulator import Emulator, control, emulator_process
+from tests.cluster.harness import RedisServer
 
-REPORT = Path(__file__).parent / "reports" / "throughput.md"
+REPORTS = Path(__file__).parent / "reports"
 BASELINE = Path(__file__).parent / "baseline_aiogram.py"
 TICKS = os.sysconf("SC_CLK_TCK")
 WELCOME = "Bem-vindo! Escolha um plano abaixo."
@@ -72,10 +78,12 @@ async def scratch_database(admin_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-def write_config(path: Path, db_url: str, redis_url: str, emulator_url: str, bots: int) -> None:
+def write_config(
+    path: Path, db_url: str, redis_url: str, prefix: str, emulator_url: str, bots: int
+) -> None:
     data: dict[str, Any] = {
         "instance": {"id": "bench"},
-        "redis": {"url": redis_url, "key_prefix": f"bench{secrets.token_hex(3)}", "pool_size": 128},
+        "redis": {"url": redis_url, "key_prefix": prefix, "pool_size": 128},
         "database": {"url": db_url},
         "http": {"host": "127.0.0.1", "port": 0},
         "telegram": {"api_base": emulator_url, "polling_timeout": 10},
@@ -115,8 +123,31 @@ async def until(check: Any, within: float, what: str) -> Any:
     raise TimeoutError(what)
 
 
+async def redis_figures(redis: Redis, prefix: str) -> dict[str, float]:
+    """Round trips (read events), commands, and the keys under ``prefix`` with their memory."""
+    stats = await redis.info("stats")
+    keys = 0
+    memory = 0
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        keys += 1
+        memory += int(await redis.memory_usage(key) or 0)
+    return {
+        "reads": float(stats["total_reads_processed"]),
+        "commands": float(stats["total_commands_processed"]),
+        "keys": float(keys),
+        "key_bytes": float(memory),
+    }
+
+
 async def workload(
-    http: aiohttp.ClientSession, emu: Emulator, pid: int, bots: int, users: int
+    http: aiohttp.ClientSession,
+    emu: Emulator,
+    pid: int,
+    bots: int,
+    users: int,
+    *,
+    redis: tuple[Redis, str] | None = None,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """Wait for every bot's long poll, inject bots x users /start, time the welcomes."""
 
@@ -134,6 +165,8 @@ async def workload(
         user = await control(http, emu.base_url, "add_user", first_name="Bench")
         assert isinstance(user, dict)
         people.append(user["id"])
+    redis_before = await redis_figures(*redis) if redis else None
+    spy = await start_profiler(pid, profile) if profile else None
     cpu_before = cpu_seconds(pid)
     started = time.monotonic()
     sem = asyncio.Semaphore(64)
@@ -155,12 +188,14 @@ async def workload(
     await until(all_sent, 600, "not every welcome arrived")
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(pid) - cpu_before
+    if spy is not None:
+        await stop_profiler(spy)
     latencies = await control(http, emu.base_url, "reply_latencies")
     assert isinstance(latencies, list)
     ms = sorted(1000 * x for x in latencies)
     q = statistics.quantiles(ms, n=100)
     updates = bots * users
-    return {
+    figures = {
         "updates": updates,
         "per_second": updates / elapsed,
         "p50_ms": q[49],
@@ -168,13 +203,110 @@ async def workload(
         "p99_ms": q[98],
         "cpu_ms_per_update": 1000 * cpu / updates,
     }
+    if redis_before is not None and redis is not None:
+
+        async def all_confirmed() -> bool:
+            counters = await control(http, emu.base_url, "counters")
+            assert isinstance(counters, dict)
+            return bool(counters["updates_pending"] == 0)
+
+        await until(all_confirmed, 120, "updates were not confirmed")
+        after = await redis_figures(*redis)
+        # Less one read per second per bot-independent background loop: negligible here.
+        figures["redis_round_trips"] = (after["reads"] - redis_before["reads"]) / updates
+        figures["redis_commands"] = (after["commands"] - redis_before["commands"]) / updates
+        per_thousand = 1000 / updates
+        figures["redis_keys_per_1000"] = (after["keys"] - redis_before["keys"]) * per_thousand
+        figures["redis_kib_per_1000"] = (
+            (after["key_bytes"] - redis_before["key_bytes"]) * per_thousand / 1024
+        )
+    return figures
+
+
+async def start_profiler(pid: int, out: Path) -> asyncio.subprocess.Process:
+    """py-spy samples the fleet (raw collapsed stacks), if it is installed."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    return await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+        "--output", str(out), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def stop_profiler(spy: asyncio.subprocess.Process) -> None:
+    spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    await asyncio.wait_for(spy.wait(), 60)
+
+
+def summarize_profile(raw: Path, out: Path, top: int = 40) -> None:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    if not total:
+        out.write_text("no samples\n", encoding="utf-8")
+        return
+
+    def table(data: dict[str, int]) -> str:
+        rows = sorted(data.items(), key=lambda item: -item[1])[:top]
+        return "\n".join(f"| {100 * n / total:5.1f}% | `{name}` |" for name, n in rows)
+
+    out.write_text(
+        f"""# Profile of the fleet during the throughput workload
+
+py-spy, 250 samples/s, {total} samples (idle samples included: the fleet waits on I/O).
+
+## Self time (top {top})
+
+| share | function |
+|---|---|
+{table(own)}
+
+## Inclusive time (top {top})
+
+| share | function |
+|---|---|
+{table(inclusive)}
+""",
+        encoding="utf-8",
+    )
+
+
+def _frame(text: str) -> str:
+    # "function (path/to/module.py:123)" -> "function (module.py)"
+    name, _, where = text.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    parts = where.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else where
+    return f"{name.strip()} ({short})" if name.strip() else ""
 
 
 async def run_fleet(
-    http: aiohttp.ClientSession, emu: Emulator, work: Path, db: str, redis: str, bots: int
+    http: aiohttp.ClientSession,
+    emu: Emulator,
+    work: Path,
+    db: str,
+    redis: str,
+    bots: int,
+    prefix: str = "bench",
 ) -> asyncio.subprocess.Process:
     config = work / f"fleet-{bots}.yaml"
-    write_config(config, db, redis, emu.base_url, bots)
+    write_config(config, db, redis, prefix, emu.base_url, bots)
     for i in range(bots):
         await control(http, emu.base_url, "add_bot", token=token(i))
     log = work / f"fleet-{bots}.log"  # kept: why a run was slow or did not start
@@ -187,51 +319,82 @@ async def main(args: argparse.Namespace) -> None:
     admin = os.environ.get(
         "BOTFLEET_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    redis = os.environ.get("BOTFLEET_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     work = Path(tempfile.mkdtemp(prefix="botfleet-bench-"))
+    report = Path(args.report)
     results: dict[str, Any] = {}
-    async with scratch_database(admin) as db, aiohttp.ClientSession() as http:
-        migrate = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleet", "--log-level", "WARNING", "db", "upgrade",
-            "-c", str(_db_only(work, db)),
-        )  # fmt: skip
-        assert await migrate.wait() == 0
+    server = RedisServer(work / "redis", persistent=False)
+    await server.start()
+    redis = server.url
+    client = Redis.from_url(redis)
+    try:
+        async with scratch_database(admin) as db, aiohttp.ClientSession() as http:
+            await measure(args, work, report, db, redis, client, http, results)
+    finally:
+        await client.aclose()
+        await server.stop()
+    ratio = results["botfleet"]["per_second"] / results["baseline"]["per_second"]
+    cpu_ratio = results["baseline"]["cpu_ms_per_update"] / results["botfleet"]["cpu_ms_per_update"]
+    print(f"ratio botfleet / baseline: {ratio:.2f}x updates/s, {cpu_ratio:.2f}x CPU per update")
+    write_report(args, report, results, ratio, cpu_ratio)
+    print(f"report: {report}")
+
+
+async def measure(
+    args: argparse.Namespace,
+    work: Path,
+    report: Path,
+    db: str,
+    redis: str,
+    client: Redis,
+    http: aiohttp.ClientSession,
+    results: dict[str, Any],
+) -> None:
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleet", "--log-level", "WARNING", "db", "upgrade",
+        "-c", str(_db_only(work, db)),
+    )  # fmt: skip
+    assert await migrate.wait() == 0
+    async with emulator_process() as emu:
+        prefix = f"bench{secrets.token_hex(3)}"
+        fleet = await run_fleet(http, emu, work, db, redis, args.bots, prefix)
+        raw_profile = work / "profile.txt" if args.profile else None
+        try:
+            results["botfleet"] = await workload(
+                http, emu, fleet.pid, args.bots, args.users,
+                redis=(client, prefix), profile=raw_profile,
+            )  # fmt: skip
+        finally:
+            await stop(fleet)
+        print("botfleet:", _line(results["botfleet"]))
+        if raw_profile is not None:
+            top = report.with_name(report.stem + "-profile.md")
+            summarize_profile(raw_profile, top)
+            print(f"profile: {top}")
+        tokens = work / "tokens.txt"
+        tokens.write_text("\n".join(token(i) for i in range(args.bots)))
+        baseline = await start(str(BASELINE), emu.base_url, str(tokens))
+        try:
+            results["baseline"] = await workload(http, emu, baseline.pid, args.bots, args.users)
+        finally:
+            await stop(baseline)
+        print("baseline:", _line(results["baseline"]))
+    for count in args.memory:
         async with emulator_process() as emu:
-            fleet = await run_fleet(http, emu, work, db, redis, args.bots)
+            fleet = await run_fleet(http, emu, work, db, redis, count)
             try:
-                results["botfleet"] = await workload(http, emu, fleet.pid, args.bots, args.users)
+
+                async def polls_open(n: int = count, e: Emulator = emu) -> bool:
+                    counters = await control(http, e.base_url, "counters")
+                    assert isinstance(counters, dict)
+                    return bool(counters["long_polls_open"] >= n)
+
+                await until(polls_open, 600, f"{count} bots did not start")
+                rss = rss_mib(fleet.pid)
             finally:
                 await stop(fleet)
-            print("botfleet:", _line(results["botfleet"]))
-            tokens = work / "tokens.txt"
-            tokens.write_text("\n".join(token(i) for i in range(args.bots)))
-            baseline = await start(str(BASELINE), emu.base_url, str(tokens))
-            try:
-                results["baseline"] = await workload(http, emu, baseline.pid, args.bots, args.users)
-            finally:
-                await stop(baseline)
-            print("baseline:", _line(results["baseline"]))
-        for count in args.memory:
-            async with emulator_process() as emu:
-                fleet = await run_fleet(http, emu, work, db, redis, count)
-                try:
-
-                    async def polls_open(n: int = count, e: Emulator = emu) -> bool:
-                        counters = await control(http, e.base_url, "counters")
-                        assert isinstance(counters, dict)
-                        return bool(counters["long_polls_open"] >= n)
-
-                    await until(polls_open, 600, f"{count} bots did not start")
-                    rss = rss_mib(fleet.pid)
-                finally:
-                    await stop(fleet)
-            results[f"rss_{count}"] = rss
-            per_bot = rss * 1024 / count
-            print(f"botfleet RSS with {count} idle bots: {rss:.0f} MiB ({per_bot:.0f} KiB/bot)")
-    ratio = results["botfleet"]["per_second"] / results["baseline"]["per_second"]
-    print(f"throughput ratio botfleet / baseline: {ratio:.2f}")
-    write_report(args, results, ratio)
-    print(f"report: {REPORT}")
+        results[f"rss_{count}"] = rss
+        per_bot = rss * 1024 / count
+        print(f"botfleet RSS with {count} idle bots: {rss:.0f} MiB ({per_bot:.0f} KiB/bot)")
 
 
 def _db_only(work: Path, db: str) -> Path:
@@ -241,13 +404,26 @@ def _db_only(work: Path, db: str) -> Path:
 
 
 def _line(r: dict[str, float]) -> str:
-    return (
+    line = (
         f"{r['per_second']:.0f} updates/s, p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
         f"p99 {r['p99_ms']:.0f} ms, {r['cpu_ms_per_update']:.2f} ms CPU per update"
     )
+    if "redis_round_trips" in r:
+        line += (
+            f"; Redis {r['redis_round_trips']:.2f} round trips and {r['redis_commands']:.2f}"
+            f" commands per update, {r['redis_keys_per_1000']:.0f} keys and"
+            f" {r['redis_kib_per_1000']:.0f} KiB per 1,000 updates"
+        )
+    return line
 
 
-def write_report(args: argparse.Namespace, results: dict[str, Any], ratio: float) -> None:
+def write_report(
+    args: argparse.Namespace,
+    report: Path,
+    results: dict[str, Any],
+    ratio: float,
+    cpu_ratio: float,
+) -> None:
     rows = []
     for name in ("botfleet", "baseline"):
         r = results[name]
@@ -259,11 +435,12 @@ def write_report(args: argparse.Namespace, results: dict[str, Any], ratio: float
         f"| {n} | {results[f'rss_{n}']:.0f} MiB | {results[f'rss_{n}'] * 1024 / n:.0f} KiB |"
         for n in args.memory
     )
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(
+    b = results["botfleet"]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(
         f"""# Throughput: botfleet against plain aiogram
 
-`uv run python bench/throughput.py --bots {args.bots} --users {args.users}` on
+`uv run python -m bench.throughput --bots {args.bots} --users {args.users}` on
 {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.
 Emulator (limits off) pinned to core 0, the fleet under test to core 1.
 Each of {args.bots} bots x {args.users} users sends /start once; one welcome each.
@@ -272,10 +449,18 @@ Each of {args.bots} bots x {args.users} users sends /start once; one welcome eac
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Ratio botfleet / baseline (updates/s): **{ratio:.2f}**. botfleet does more per
-update: Redis dedup claim and completion, per-chat ordering, debounce and
-throttle in Redis, the send ledger and token buckets in Redis, user and
-message rows batched to PostgreSQL.
+Ratio botfleet / baseline: **{ratio:.2f}x** in updates/s, **{cpu_ratio:.2f}x** in
+CPU per update (baseline CPU / botfleet CPU). botfleet does more per update:
+Redis dedup claim and completion, per-chat ordering, debounce and throttle in
+Redis, the send ledger and token buckets in Redis, user and message rows
+batched to PostgreSQL.
+
+| botfleet and its Redis (a server of its own) | per update |
+|---|---|
+| round trips (read events at the server) | {b["redis_round_trips"]:.2f} |
+| commands (Lua calls inside scripts included) | {b["redis_commands"]:.2f} |
+| keys left once every update is confirmed, per 1,000 updates | {b["redis_keys_per_1000"]:.0f} |
+| their memory (`MEMORY USAGE`), per 1,000 updates | {b["redis_kib_per_1000"]:.0f} KiB |
 
 | idle bots (botfleet) | RSS | per bot |
 |---|---|---|
@@ -290,4 +475,6 @@ if __name__ == "__main__":
     parser.add_argument("--bots", type=int, default=50)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--memory", type=int, nargs="*", default=[1000, 5000])
+    parser.add_argument("--profile", action="store_true", help="py-spy the fleet's workload")
+    parser.add_argument("--report", default=str(REPORTS / "throughput.md"))
     asyncio.run(main(parser.parse_args()))

@@ -53,8 +53,9 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A redis-server process of our own, restartable with its data (AOF)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, persistent: bool = True) -> None:
         self.port = free_port()
+        self.persistent = persistent  # AOF with fsync always: a restart keeps everything
         self.dir = data_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process: asyncio.subprocess.Process | None = None
@@ -66,8 +67,8 @@ class RedisServer:
     async def start(self) -> None:
         args = [
             redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.dir), "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always",
+            "--dir", str(self.dir), "--save", "",
+            *(("--appendonly", "yes", "--appendfsync", "always") if self.persistent else ()),
         ]  # fmt: skip
         self.process = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
