@@ -126,16 +126,26 @@ async def until(check: Any, within: float, what: str) -> Any:
 async def redis_figures(redis: Redis, prefix: str) -> dict[str, float]:
     """Round trips (read events), commands, and the keys under ``prefix`` with their memory."""
     stats = await redis.info("stats")
-    keys = 0
-    memory = 0
+    keys = memory = lasting = lasting_memory = 0
+    kinds: dict[str, float] = {}
     async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        size = int(await redis.memory_usage(key) or 0)
         keys += 1
-        memory += int(await redis.memory_usage(key) or 0)
+        memory += size
+        ttl = await redis.pttl(key)
+        if ttl == -1 or ttl > 60_000:  # outlives the run by more than a minute
+            lasting += 1
+            lasting_memory += size
+            kind = f"kind:{key.decode().split(':')[1]}"
+            kinds[kind] = kinds.get(kind, 0.0) + 1
     return {
         "reads": float(stats["total_reads_processed"]),
         "commands": float(stats["total_commands_processed"]),
         "keys": float(keys),
         "key_bytes": float(memory),
+        "lasting": float(lasting),
+        "lasting_bytes": float(lasting_memory),
+        **kinds,
     }
 
 
@@ -157,6 +167,23 @@ async def workload(
         return bool(counters["long_polls_open"] >= bots)
 
     await until(polls_open, 300, "bots did not start polling")
+    # Warm-up, the same for both fleets: one /start per bot builds what is built on
+    # first use (botfleet's lazy Dispatchers and pydantic validators, aiogram's models).
+    warm = await control(http, emu.base_url, "add_user", first_name="Warm")
+    assert isinstance(warm, dict)
+    warmed = await control(http, emu.base_url, "counters")
+    assert isinstance(warmed, dict)
+    for bot in range(bots):
+        await control(
+            http, emu.base_url, "user_sends", bot=token(bot), user=warm["id"], text="/start"
+        )
+
+    async def warm_sent() -> bool:
+        counters = await control(http, emu.base_url, "counters")
+        assert isinstance(counters, dict)
+        return bool(counters["sent"] >= warmed["sent"] + bots)
+
+    await until(warm_sent, 120, "warm-up welcomes did not arrive")
     await control(http, emu.base_url, "reset_transcripts")
     before = await control(http, emu.base_url, "counters")
     assert isinstance(before, dict)
@@ -220,6 +247,15 @@ async def workload(
         figures["redis_kib_per_1000"] = (
             (after["key_bytes"] - redis_before["key_bytes"]) * per_thousand / 1024
         )
+        figures["redis_lasting_per_1000"] = (
+            after["lasting"] - redis_before["lasting"]
+        ) * per_thousand
+        figures["redis_lasting_kib_per_1000"] = (
+            (after["lasting_bytes"] - redis_before["lasting_bytes"]) * per_thousand / 1024
+        )
+        kinds = sorted(k for k in after if k.startswith("kind:"))
+        lasting = {k[5:]: after[k] - redis_before.get(k, 0.0) for k in kinds}
+        print("keys outliving a minute, by kind:", lasting)
     return figures
 
 
@@ -229,8 +265,8 @@ async def start_profiler(pid: int, out: Path) -> asyncio.subprocess.Process:
     if spy is None:
         raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
     return await asyncio.create_subprocess_exec(
-        spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-        "--output", str(out), "--nonblocking",
+        spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+        "--output", str(out),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -269,7 +305,8 @@ def summarize_profile(raw: Path, out: Path, top: int = 40) -> None:
     out.write_text(
         f"""# Profile of the fleet during the throughput workload
 
-py-spy, 250 samples/s, {total} samples (idle samples included: the fleet waits on I/O).
+py-spy, 200 samples/s, {total} samples of the fleet's main thread while it was busy
+(py-spy leaves out idle samples: waiting on I/O is not in here).
 
 ## Self time (top {top})
 
@@ -412,7 +449,9 @@ def _line(r: dict[str, float]) -> str:
         line += (
             f"; Redis {r['redis_round_trips']:.2f} round trips and {r['redis_commands']:.2f}"
             f" commands per update, {r['redis_keys_per_1000']:.0f} keys and"
-            f" {r['redis_kib_per_1000']:.0f} KiB per 1,000 updates"
+            f" {r['redis_kib_per_1000']:.0f} KiB per 1,000 updates, of which"
+            f" {r['redis_lasting_per_1000']:.0f} keys and {r['redis_lasting_kib_per_1000']:.0f} KiB"
+            " outlive a minute"
         )
     return line
 
@@ -461,6 +500,9 @@ batched to PostgreSQL.
 | commands (Lua calls inside scripts included) | {b["redis_commands"]:.2f} |
 | keys left once every update is confirmed, per 1,000 updates | {b["redis_keys_per_1000"]:.0f} |
 | their memory (`MEMORY USAGE`), per 1,000 updates | {b["redis_kib_per_1000"]:.0f} KiB |
+| of those, keys that outlive the run by a minute or more, per 1,000 updates \
+| {b["redis_lasting_per_1000"]:.0f} |
+| their memory, per 1,000 updates | {b["redis_lasting_kib_per_1000"]:.1f} KiB |
 
 | idle bots (botfleet) | RSS | per bot |
 |---|---|---|

@@ -10,10 +10,12 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -21,6 +23,10 @@ from fleet.config import DatabaseConfig
 from fleet.config_file import ConfigError, load_config, load_section
 from fleet.errors import FleetError
 from fleet.logs import LogFormat, configure_logging
+
+if TYPE_CHECKING:
+    from storage.models import DeadLetter
+    from storage.services import DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +196,206 @@ async def _then_current(step: Awaitable[None], engine: Any) -> tuple[str, ...]:
 
     await step
     return await runner.current(engine)
+
+
+@cli.group("dead-letters")
+def dead_letters_group() -> None:
+    """Failed updates kept in the database: list them, queue them for replay.
+
+    Reads only the database section.
+    """
+
+
+@dead_letters_group.command("list")
+@_config_option
+@click.option("--bot", "bot_id", metavar="ID", help="Only this bot's letters (default: all).")
+@click.option("--all", "include_resolved", is_flag=True, help="Resolved letters too.")
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="At most N letters.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, payloads included.")
+def dead_letters_list(
+    config_path: Path, bot_id: str | None, include_resolved: bool, limit: int, as_json: bool
+) -> None:
+    """List dead letters, newest failure first.
+
+    Unresolved letters only, unless --all.
+
+    The table never shows payloads (they hold what users wrote); --json
+    prints one object per line, payload included.
+    """
+    config = _database_config(config_path)
+
+    async def work(engine: Any) -> tuple[Sequence[DeadLetter], bool]:
+        found = await _dead_letters(engine).list(
+            bot_id, include_resolved=include_resolved, limit=limit
+        )
+        known = bool(found) or bot_id is None or await _bot_known(engine, bot_id)
+        return found, known
+
+    found, known = _with_engine(config, lambda e: _queried(work(e)))
+    if not known:
+        _fail(_unknown_bot(bot_id), EXIT_BAD_INPUT)
+    if as_json:
+        for letter in found:
+            click.echo(_letter_json(letter))
+    else:
+        click.echo(_letters_table(found, datetime.now(UTC)))
+    if len(found) == limit:
+        click.echo(f"(the newest {limit} shown; --limit shows more)", err=True)
+
+
+@dead_letters_group.command("replay")
+@_config_option
+@click.option("--bot", "bot_id", required=True, metavar="ID", help="The bot to replay for.")
+@click.option(
+    "--update",
+    "update_ids",
+    multiple=True,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Replay the letter of this update id (repeatable).",
+)
+@click.option("--all", "replay_all", is_flag=True, help="Every unresolved letter of the bot.")
+def dead_letters_replay(
+    config_path: Path, bot_id: str, update_ids: tuple[int, ...], replay_all: bool
+) -> None:
+    """Mark a bot's dead letters for replay by the running fleet.
+
+    Give --update N (repeatable) or --all (every unresolved letter of the bot).
+
+    The running fleet picks marked letters up: the instance that owns the bot
+    replays them within seconds, through the bot's handlers. A letter that
+    succeeds is resolved; one that fails again counts one more attempt and
+    leaves the queue (mark it again to retry). Resolved letters are never marked.
+    Exit 2: bad arguments or an unknown bot; exit 1: nothing to replay, or the
+    database is unreachable.
+    """
+    if bool(update_ids) == replay_all:
+        raise click.UsageError(
+            "give exactly one of --update N (repeatable) or --all", click.get_current_context()
+        )
+    config = _database_config(config_path)
+    wanted = None if replay_all else sorted(set(update_ids))
+
+    async def work(engine: Any) -> tuple[int, bool]:
+        marked = await _dead_letters(engine).request_replay(bot_id, wanted)
+        return marked, bool(marked) or await _bot_known(engine, bot_id)
+
+    marked, known = _with_engine(config, lambda e: _queried(work(e)))
+    if not known:
+        _fail(_unknown_bot(bot_id), EXIT_BAD_INPUT)
+    if not marked:
+        which = "" if wanted is None else f" for update {', '.join(map(str, wanted))}"
+        _fail(f"bot {bot_id}: no unresolved dead letter{which}; nothing marked", EXIT_UNAVAILABLE)
+    click.echo(
+        f"{marked} dead letter{'s' if marked != 1 else ''} of bot {bot_id} marked for replay; "
+        "the instance that owns the bot replays them within seconds"
+    )
+    if wanted is not None and marked < len(wanted):
+        skipped = len(wanted) - marked
+        click.echo(f"{skipped} of the {len(wanted)} update ids have no unresolved letter", err=True)
+
+
+def _dead_letters(engine: Any) -> DeadLetters:
+    from storage.database import create_session_factory
+    from storage.services import DeadLetters
+
+    return DeadLetters(create_session_factory(engine))
+
+
+async def _bot_known(engine: Any, bot_id: str) -> bool:
+    from storage.database import create_session_factory
+    from storage.services import BotRegistry
+
+    return any(bot.id == bot_id for bot in await BotRegistry(create_session_factory(engine)).all())
+
+
+def _unknown_bot(bot_id: str | None) -> str:
+    return f"--bot {bot_id}: no such bot in the database (bots appear once the fleet has run)"
+
+
+async def _queried(work: Awaitable[T]) -> T:
+    """A failed query is one line (e.g. a schema older than the code), not a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return await work
+    except DBAPIError as exc:
+        message = str(exc.orig or exc).strip()
+        reason = re.sub(r"^<class '[\w.]+'>: ", "", message).split("\n", 1)[0]
+        raise FleetError(
+            f"database query failed: {reason} (is the schema up to date? see botfleet db current)"
+        ) from None
+
+
+# A bot token (id:secret) that found its way into an error text is never printed.
+_TOKEN_LIKE = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}")
+
+
+def _redacted(text: str) -> str:
+    return _TOKEN_LIKE.sub("<token>", text)
+
+
+def _first_line(text: str, width: int) -> str:
+    line = _redacted(text).strip().split("\n", 1)[0]
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _letter_state(letter: DeadLetter) -> str:
+    if letter.resolved_at is not None:
+        return "resolved"
+    if letter.replay_started_at is not None:
+        return "replaying"
+    if letter.replay_requested_at is not None:
+        return "replay requested"
+    return "unresolved"
+
+
+def _letters_table(letters: Sequence[DeadLetter], now: datetime) -> str:
+    from fleet.status import _duration, _table
+
+    def ago(then: datetime) -> str:
+        return f"{_duration((now - then).total_seconds())} ago"
+
+    header = ["ID", "BOT", "UPDATE", "ERROR TYPE", "ERROR", "ATTEMPTS", "REPLAYS",
+              "FIRST FAILED", "LAST FAILED", "STATE"]  # fmt: skip
+    rows = [
+        [str(d.id), d.bot_id, str(d.update_id), _first_line(d.error_type, 40),
+         _first_line(d.error, 60), str(d.attempts), str(d.replays), ago(d.first_failed_at),
+         ago(d.last_failed_at), _letter_state(d)]
+        for d in letters
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
+def _letter_json(letter: DeadLetter) -> str:
+    import orjson
+
+    return orjson.dumps(
+        {
+            "id": letter.id,
+            "bot_id": letter.bot_id,
+            "update_id": letter.update_id,
+            "state": _letter_state(letter),
+            "error_type": letter.error_type,
+            "error": _redacted(letter.error),
+            "attempts": letter.attempts,
+            "replays": letter.replays,
+            "first_failed_at": letter.first_failed_at,
+            "last_failed_at": letter.last_failed_at,
+            "resolved_at": letter.resolved_at,
+            "replay_requested_at": letter.replay_requested_at,
+            "replay_started_at": letter.replay_started_at,
+            "replay_owner": letter.replay_owner,
+            "payload": letter.payload,
+        }
+    ).decode()
 
 
 @cli.command("demo")

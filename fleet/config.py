@@ -83,6 +83,9 @@ class RedisConfig(_Section):
     )
     key_prefix: str = Field(default="botfleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    command_timeout: float = Field(
+        default=5.0, gt=0, le=300, description="A command without an answer this long fails."
+    )
 
     _blank = field_validator("url", mode="before")(_blank_to_none)
 
@@ -137,6 +140,25 @@ class RuntimeConfig(_Section):
 
     max_concurrent_updates: int = Field(
         default=512, ge=1, le=100_000, description="Updates in flight across all bots."
+    )
+    max_updates_per_bot: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Updates in flight for one bot: a stalled bot holds no more than this.",
+    )
+    update_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Tries of an update failing on Redis, PostgreSQL or the network before"
+        " it goes to dead letters.",
+    )
+    dispatcher_idle_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="A bot without updates this long gives its Dispatcher's memory back.",
     )
     start_debounce_seconds: float = Field(
         default=3.0, ge=0, le=3_600, description="Repeated /start within this window: one welcome."

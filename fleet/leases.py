@@ -13,18 +13,25 @@ acquires free leases: at once if it is their HRW owner, after
 clock only; nothing compares one host's clock with another's. A lease not
 renewed within ``renew_deadline`` (< ttl) is given up locally before it can
 expire, so its runner has stopped before anyone else may take it.
+
+The heartbeat holds the instance only (a few hundred bytes, whatever the number
+of bots): every instance reads every heartbeat each round. What ``botfleet
+status`` shows per bot lives in one small key per bot, written by the lease
+holder only when the bot's report changed (see :class:`BotStates`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,10 +42,16 @@ from fleet import __version__
 from fleet.assignment import desired_owner
 from fleet.config import BotConfig, InstanceConfig, LeasesConfig
 from fleet.metrics import FleetMetrics
-from fleet.ownership import OnChange
+from fleet.ownership import BotReport, OnChange, StatusSource, Unsubscribe
 from storage.keys import RedisKeys
 
 log = logging.getLogger(__name__)
+
+STATE_TTL_MS = 86_400_000  # a bot state key lives a day past its last write, then fades
+STATE_REFRESH = STATE_TTL_MS / 2000  # s: an unchanged state is rewritten before it expires
+STATE_COALESCE = 5.0  # s: a bot whose pending or last update moved is written at most this often
+UPDATE_STEP = 1.0  # s: a smaller move of the last update is rounding, not news
+STATE_BATCH = 500  # bots per write script: Redis stops briefly per batch, not once for all
 
 # KEYS: members zset, heartbeat key. ARGV: id, ttl ms, info JSON. Returns {now ms, live ids...}.
 _HEARTBEAT = """
@@ -77,9 +90,34 @@ end
 return out
 """
 
+# KEYS: lease, bot state. ARGV: holder. The state goes with the lease: nobody reports it now.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  return redis.call('DEL', KEYS[1])
+end
 return 0
+"""
+
+# KEYS: (lease, bot state) per bot. ARGV: holder, ttl ms, a value per bot ('' deletes).
+# Only the holder writes, so a stale owner cannot overwrite its successor's state.
+# Returns 1/0 per bot.
+_PUBLISH = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  if redis.call('GET', KEYS[2 * i - 1]) == ARGV[1] then
+    local value = ARGV[i + 2]
+    if value == '' then
+      redis.call('DEL', KEYS[2 * i])
+    else
+      redis.call('SET', KEYS[2 * i], value, 'PX', ARGV[2])
+    end
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
 """
 
 # KEYS: lease, epoch, offset. ARGV: holder, epoch, offset. The offset only moves forward.
@@ -110,7 +148,9 @@ class LeaseFence:
         self._start_offset = start_offset
         self.renewed_at = renewed_at
         self.lost_reason: str | None = None
-        self._callbacks: list[Callable[[str], None]] = []
+        # Keyed by subscription, so that a stopped runner can take its callback back.
+        self._callbacks: dict[int, Callable[[str], None]] = {}
+        self._subscriptions = itertools.count()
 
     @property
     def epoch(self) -> int:
@@ -124,19 +164,34 @@ class LeaseFence:
         age = time.monotonic() - self.renewed_at
         return self.lost_reason is None and age < self._coordinator.timing.renew_deadline
 
-    def on_lost(self, callback: Callable[[str], None]) -> None:
+    def on_lost(self, callback: Callable[[str], None]) -> Unsubscribe:
         if self.lost_reason is not None:
             callback(self.lost_reason)
-        else:
-            self._callbacks.append(callback)
+            return _nothing
+        subscription = next(self._subscriptions)
+        self._callbacks[subscription] = callback
+
+        def unsubscribe() -> None:
+            # The fence outlives runners (a reload restarts a bot under the same lease):
+            # a callback left here would keep a stopped runner and its Bot alive.
+            self._callbacks.pop(subscription, None)
+
+        return unsubscribe
 
     def lose(self, reason: str) -> None:
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+        callbacks, self._callbacks = self._callbacks, {}
+        for callback in callbacks.values():
             callback(reason)
+
+    @property
+    def holder(self) -> str:
+        return self._coordinator.holder
+
+    def refuse(self, reason: str) -> None:
+        self._coordinator._lose(self, reason)
 
     async def commit_offset(self, offset: int) -> bool:
         return await self._coordinator.commit_offset(self, offset)
@@ -151,7 +206,7 @@ class LeaseCoordinator:
         timing: LeasesConfig,
         *,
         metrics: FleetMetrics | None = None,
-        status: Callable[[], dict[str, Any]] | None = None,
+        status: StatusSource | None = None,
         control: Redis | None = None,
     ) -> None:
         # Heartbeats and renewals get their own connections (``control``): a burst of
@@ -163,7 +218,7 @@ class LeaseCoordinator:
         self._capacity = instance.capacity
         self.timing = timing
         self._metrics = metrics
-        self._status = status or dict
+        self.states = BotStates(self._redis, keys, instance.id, status or _no_reports)
         self._fences: dict[str, LeaseFence] = {}
         self._handing_off: set[str] = set()
         self._desired: list[str] = []
@@ -207,9 +262,11 @@ class LeaseCoordinator:
         if fence is None:
             return
         fence.lose("released")
+        self.states.forget(bot_id)
+        keys = [self._keys.lease(bot_id), self._keys.bot_state(bot_id)]
         try:
             async with asyncio.timeout(self.timing.retry_period):
-                await self._release(keys=[self._keys.lease(bot_id)], args=[self.holder])
+                await self._release(keys=keys, args=[self.holder])
             self._count("released")
             log.info("bot %s: lease released (epoch %s)", bot_id, fence.epoch)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -319,13 +376,19 @@ class LeaseCoordinator:
         self._nudge.set()
 
     async def tick(self) -> bool:
-        """One round: heartbeat, renew, hand off, acquire. True if ownership changed."""
+        """One round: heartbeat, renew, hand off, acquire, bot states. True if ownership changed."""
         changed = False
         if not self._left:
             await self._beat()
         changed |= await self._renew_held()
-        if self._left:
-            return changed
+        if not self._left:
+            changed |= await self._assign()
+        await self._publish_states()
+        return changed
+
+    async def _assign(self) -> bool:
+        """Hand off bots whose HRW owner is another live instance; acquire free ones."""
+        changed = False
         desired = list(self._desired)
         for bot_id, fence in self._fences.items():
             if bot_id in self._handing_off or fence.lost_reason is not None:
@@ -339,23 +402,32 @@ class LeaseCoordinator:
         changed |= await self._acquire_free([b for b in desired if b not in self._fences])
         return changed
 
+    async def _publish_states(self) -> None:
+        try:
+            await self.states.publish(self._fences, self.holder)
+        except (RedisError, OSError) as exc:
+            # Only `botfleet status` is behind; what was not written is retried next round.
+            log.warning("instance %s: bot states not written (%s)", self.instance_id, exc)
+
     async def _beat(self) -> None:
-        info = {
+        # Instance info only: per-bot reports live in their own keys (BotStates).
+        info: dict[str, Any] = {
             "id": self.instance_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "capacity": self._capacity,
             "version": __version__,
-            "bots": self._status(),
         }
         if self._started_ms is not None:  # the script fills it in on the first beat
             info["started_ms"] = self._started_ms
         ttl_ms = int(self.timing.ttl * 1000)
+        sent_at = time.monotonic()
         answer = await self._heartbeat(
             keys=[self._keys.members(), self._keys.heartbeat(self.instance_id)],
             args=[self.instance_id, ttl_ms, orjson.dumps(info)],
         )
         now_ms, ids = int(answer[0]), [_text(item) for item in answer[1:]]
+        self.states.clock(now_ms, (sent_at + time.monotonic()) / 2)
         if self._started_ms is None:
             self._started_ms = now_ms
         raw = await self._redis.mget([self._keys.heartbeat(i) for i in ids]) if ids else []
@@ -434,6 +506,115 @@ class LeaseCoordinator:
     def _count(self, event: str) -> None:
         if self._metrics is not None:
             self._metrics.lease_events.labels(event).inc()
+
+
+@dataclass(slots=True)
+class _Written:
+    epoch: int
+    report: BotReport
+    at: float  # monotonic
+
+
+class BotStates:
+    """Each held bot's report in its own key, for ``botfleet status``.
+
+    The key holds JSON ``{"instance", "epoch", "state", "pending", "last_update_ms"}``
+    (the last update in Redis ``TIME`` ms, so that status never needs this host's
+    clock). Each round compares every report with what was last written and writes
+    only the difference, in one pipeline: a new state at once, a move of pending
+    or of the last update at most every ``STATE_COALESCE`` seconds per bot.
+    """
+
+    def __init__(self, redis: Redis, keys: RedisKeys, instance_id: str, source: StatusSource):
+        self._keys = keys
+        self._instance_id = instance_id
+        self._source = source
+        self._redis = redis
+        self._written: dict[str, _Written] = {}
+        self._redis_ms_at_zero: float | None = None  # Redis TIME ms when monotonic() was 0
+        self._publish = redis.register_script(_PUBLISH)
+
+    def clock(self, redis_now_ms: int, monotonic_now: float) -> None:
+        """Map this host's monotonic clock onto Redis TIME (from the heartbeat's answer)."""
+        self._redis_ms_at_zero = redis_now_ms - monotonic_now * 1000
+
+    def forget(self, bot_id: str) -> None:
+        self._written.pop(bot_id, None)
+
+    async def publish(self, fences: Mapping[str, LeaseFence], holder: str) -> int:
+        """Write what changed for the bots in ``fences``; returns how many keys were sent."""
+        now = time.monotonic()
+        reports = self._source()
+        due: list[tuple[str, int, BotReport | None]] = []
+        for bot_id, fence in fences.items():
+            report = reports.get(bot_id)
+            if self._due(bot_id, fence.epoch, report, now):
+                due.append((bot_id, fence.epoch, report))
+        if not due:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(due), STATE_BATCH):
+                batch = due[start : start + STATE_BATCH]
+                keys = [k for bot_id, _, _ in batch for k in self._bot_keys(bot_id)]
+                values = [self._encode(epoch, report) for _, epoch, report in batch]
+                await self._publish(keys=keys, args=[holder, STATE_TTL_MS, *values], client=pipe)
+            answers = await pipe.execute()
+        for (bot_id, epoch, report), written in zip(due, itertools.chain(*answers), strict=True):
+            if not int(written):
+                continue  # the lease is not ours any more: the renewal loses the fence
+            if report is None:
+                self._written.pop(bot_id, None)
+            else:
+                self._written[bot_id] = _Written(epoch, report, now)
+        return len(due)
+
+    def _due(self, bot_id: str, epoch: int, report: BotReport | None, now: float) -> bool:
+        last = self._written.get(bot_id)
+        if last is None:
+            return report is not None
+        if report is None:
+            return True  # no runner reports it any more: delete, status shows "held"
+        if last.epoch != epoch or last.report.state != report.state:
+            return True
+        since = now - last.at
+        if since >= STATE_REFRESH:
+            return True
+        return since >= STATE_COALESCE and _moved(last.report, report)
+
+    def _bot_keys(self, bot_id: str) -> tuple[str, str]:
+        return self._keys.lease(bot_id), self._keys.bot_state(bot_id)
+
+    def _encode(self, epoch: int, report: BotReport | None) -> bytes:
+        if report is None:
+            return b""  # the script deletes the key
+        at, zero = report.last_update_at, self._redis_ms_at_zero
+        update_ms = None if at is None or zero is None else round(zero + at * 1000)
+        return orjson.dumps(
+            {
+                "instance": self._instance_id,  # status ignores a state its writer no longer holds
+                "epoch": epoch,
+                "state": report.state,
+                "pending": report.pending,
+                "last_update_ms": update_ms,
+            }
+        )
+
+
+def _moved(old: BotReport, new: BotReport) -> bool:
+    """Did the fast-changing fields move enough to be worth a write?"""
+    if old.pending != new.pending:
+        return True
+    if old.last_update_at is None or new.last_update_at is None:
+        return old.last_update_at != new.last_update_at
+    return abs(new.last_update_at - old.last_update_at) >= UPDATE_STEP
+
+
+def _no_reports() -> Mapping[str, BotReport]:
+    return {}
+
+
+def _nothing() -> None:
+    return None
 
 
 def _text(value: bytes | str) -> str:

@@ -63,6 +63,6 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Chatty at INFO and not ours to narrate.
-    for name in ("alembic", "aiohttp.access", "pgserver"):
+    # Chatty at INFO and not ours to narrate ("aiogram.event": a line per update).
+    for name in ("alembic", "aiohttp.access", "pgserver", "aiogram.event"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -6,11 +6,12 @@ Never a user id, chat id or IP.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
-# Outcomes of one update, as the runner and the middlewares see them.
+# Outcomes of one update (fleet.context.Outcome values).
 OUTCOMES = ("handled", "duplicate", "failed", "throttled", "debounced", "malformed")
 
 
@@ -30,6 +31,52 @@ class FleetMetrics:
     messages_logged: Counter
     webhook_requests: Counter
     lease_events: Counter
+    update_retries: Counter
+    update_errors: Counter
+    batch_dropped: Counter
+    batch_backlog: Gauge
+    redis_pipelines: Counter
+    dead_letter_replays: Counter
+    _bots: dict[str, BotCounters] = field(default_factory=dict)
+
+    def for_bot(self, bot_id: str) -> BotCounters:
+        """This bot's series, bound once (``labels()`` costs a lookup and a lock per call)."""
+        counters = self._bots.get(bot_id)
+        if counters is None:
+            counters = self._bots[bot_id] = BotCounters(
+                received=self.updates_received.labels(bot_id),
+                outcomes={o: self.updates.labels(bot_id, o) for o in OUTCOMES},
+                handle_seconds=self.handle_seconds.labels(bot_id),
+                retries=self.update_retries.labels(bot_id),
+            )
+        return counters
+
+    def forget_bot(self, bot_id: str) -> None:
+        """Drop every series labelled with this bot (it left this instance)."""
+        self._bots.pop(bot_id, None)
+        for metric in self._labelled_by_bot():
+            series: set[tuple[str, ...]] = set()
+            for family in metric.collect():
+                for sample in family.samples:
+                    if sample.labels.get("bot") == bot_id:
+                        # In label-name order; "le" is the histogram's own.
+                        series.add(tuple(v for k, v in sample.labels.items() if k != "le"))
+            for labels in series:
+                metric.remove(*labels)
+
+    def _labelled_by_bot(self) -> tuple[MetricWrapperBase, ...]:
+        return (
+            self.updates_received, self.updates, self.handle_seconds, self.sends,
+            self.send_retry_after, self.poll_errors, self.update_retries, self.update_errors,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BotCounters:
+    received: Counter
+    outcomes: dict[str, Counter]
+    handle_seconds: Histogram
+    retries: Counter
 
 
 def build_metrics() -> FleetMetrics:
@@ -104,6 +151,42 @@ def build_metrics() -> FleetMetrics:
             "botfleet_lease_events_total",
             "Bot lease events on this instance (acquired, handoff, released, lost).",
             ["event"],
+            registry=registry,
+        ),
+        update_retries=Counter(
+            "botfleet_update_retries_total",
+            "Updates tried again after a passing failure (Redis, PostgreSQL, network).",
+            ["bot"],
+            registry=registry,
+        ),
+        update_errors=Counter(
+            "botfleet_update_errors_total",
+            "Errors raised while handling an update, by kind (transient: retried; permanent:"
+            " dead-lettered).",
+            ["bot", "kind"],
+            registry=registry,
+        ),
+        batch_dropped=Counter(
+            "botfleet_batch_dropped_total",
+            "Rows a batch writer dropped because its backlog was full (PostgreSQL down).",
+            ["writer"],
+            registry=registry,
+        ),
+        batch_backlog=Gauge(
+            "botfleet_batch_backlog",
+            "Rows waiting in a batch writer.",
+            ["writer"],
+            registry=registry,
+        ),
+        redis_pipelines=Counter(
+            "botfleet_redis_pipelines_total",
+            "Round trips of the hot path's Redis command batcher.",
+            registry=registry,
+        ),
+        dead_letter_replays=Counter(
+            "botfleet_dead_letter_replays_total",
+            "Dead letters replayed on request, by result (handled, failed).",
+            ["result"],
             registry=registry,
         ),
         webhook_requests=Counter(

@@ -7,12 +7,30 @@ implement the same :class:`BotOwnership` protocol; the supervisor only knows it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from fleet.config import BotConfig
 
 OnChange = Callable[[], None]
+Unsubscribe = Callable[[], None]
+
+
+class BotReport(NamedTuple):
+    """One running bot, as ``botfleet status`` shows it (no secrets).
+
+    A tuple, not a dict: the lease coordinator asks for every bot's report each
+    round and compares it with what it last wrote, so it must be cheap to build.
+    """
+
+    state: str  # a RunnerState value: running, stopping, unauthorized, lost...
+    pending: int  # updates fetched and not yet finished
+    last_update_at: float | None  # time.monotonic() of the last update received, None: none yet
+
+
+# Called by the lease coordinator once per round: every bot this process runs (or has
+# just stopped); bots missing from it show as "held". Must not await or do I/O.
+StatusSource = Callable[[], Mapping[str, BotReport]]
 
 
 class BotFence(Protocol):
@@ -32,12 +50,22 @@ class BotFence(Protocol):
         """Still inside the renew deadline: polling and confirming are safe."""
         ...
 
-    def on_lost(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(reason)`` once, at once, when the ownership is lost."""
+    def on_lost(self, callback: Callable[[str], None]) -> Unsubscribe:
+        """Call ``callback(reason)`` once, at once, when the ownership is lost.
+
+        Returns a function that drops the callback (idempotent): a runner calls it when
+        it stops, or the fence, which outlives runners across reloads, keeps it alive.
+        """
         ...
 
-    async def commit_offset(self, offset: int) -> bool:
-        """Record the offset under this epoch; False if a newer owner exists (stop)."""
+    @property
+    def holder(self) -> str | None:
+        """Who holds the lease in the store (checked with the epoch when settling
+        updates and moving the offset); None: nobody else can own the bot."""
+        ...
+
+    def refuse(self, reason: str) -> None:
+        """The store says a newer epoch owns the bot: fall now (callbacks run at once)."""
         ...
 
 
@@ -84,11 +112,17 @@ class OpenFence:
     def valid(self) -> bool:
         return True
 
-    def on_lost(self, callback: Callable[[str], None]) -> None:
-        return None
+    holder = None
 
-    async def commit_offset(self, offset: int) -> bool:
-        return True
+    def on_lost(self, callback: Callable[[str], None]) -> Unsubscribe:
+        return _nothing  # never lost: the callback is not even kept
+
+    def refuse(self, reason: str) -> None:
+        return None  # nobody else can own it
+
+
+def _nothing() -> None:
+    return None
 
 
 class StaticOwnership:

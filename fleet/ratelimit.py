@@ -1,52 +1,101 @@
-"""Send rate limits shared by every instance: token buckets in Redis.
+"""Send slots shared by every instance: token buckets in Redis, waited for locally.
 
 Telegram allows about 30 messages/s per bot, 1/s per private chat (short
-bursts tolerated) and 20/min per group. Buckets live in Redis, so two
-instances sending for the same bot share one budget. One Lua script checks
-the bot's 429 pause and every bucket, and takes a token from each only when
-all have one: a send never burns the chat budget while the bot bucket is dry.
-Time comes from Redis ``TIME``, never from one host's clock.
+bursts tolerated) and 20/min per group. The buckets live in Redis, so two
+instances sending for one bot share one budget; time comes from Redis
+``TIME``. One script per grant checks the bot's 429 pause, the buckets and
+the send's idempotency claim (``storage.idempotency``), and takes a token from
+each bucket only when it can grant: a taken or orphaned send costs no token.
+
+Waiting happens here, not in Redis: each bot has a FIFO of waiting sends and
+one asker that grants as many of them as it can in one script call. A send
+waits behind earlier sends to its own chat; a chat out of tokens waits alone;
+a bot out of tokens (or paused after a 429) holds its whole queue until the
+time Redis named, and asks again once. No send polls Redis in a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Literal
 
-from redis.asyncio import Redis
-
-from fleet.errors import FleetError
+from fleet.context import ChatKind
+from fleet.errors import RetryLater
+from storage.batching import CommandBatcher
+from storage.idempotency import CLAIM_RULE, SendLedger
 from storage.keys import RedisKeys
 
-ChatKind = Literal["private", "group"]
+log = logging.getLogger(__name__)
 
-# KEYS[1] pause key, KEYS[2..] buckets; ARGV: rate, burst per bucket.
-# Returns seconds to wait as a string ("0": token taken from every bucket).
-_ACQUIRE = """
-local pause_ms = redis.call('PTTL', KEYS[1])
-if pause_ms > 0 then return tostring(pause_ms / 1000) end
+# KEYS: pause, bot bucket, then per waiter: its chat bucket, its idempotency key.
+# ARGV: bot rate, bot burst, claim ttl, n, then per waiter: chat rate, chat burst, mode, epoch.
+# mode: n no key, h claim already held, m/l/r see CLAIM_RULE. Per waiter: g granted,
+# t taken, o orphaned, c<s> the chat waits s, b<s> the bot waits s (asked again later).
+_GRANT = (
+    CLAIM_RULE
+    + """
+local n = tonumber(ARGV[4])
+local out = {}
+local pause = redis.call('PTTL', KEYS[1])
+if pause > 0 then
+  for i = 1, n do out[i] = 'b' .. tostring(pause / 1000) end
+  return out
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tokens, wait = {}, 0
-for i = 2, #KEYS do
-  local rate, burst = tonumber(ARGV[2*i-3]), tonumber(ARGV[2*i-2])
-  local v = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+local function refill(key, rate, burst, cache)
+  local c = cache[key]
+  if c then return c end
+  local v = redis.call('HMGET', key, 'tokens', 'ts')
   local have, ts = tonumber(v[1]), tonumber(v[2])
   if have == nil then have, ts = burst, now end
-  have = math.min(burst, have + math.max(0, now - ts) * rate)
-  tokens[i] = have
-  if have < 1 then wait = math.max(wait, (1 - have) / rate) end
+  c = {math.min(burst, have + math.max(0, now - ts) * rate), rate, burst}
+  cache[key] = c
+  return c
 end
-if wait > 0 then return tostring(wait) end
-for i = 2, #KEYS do
-  local rate, burst = tonumber(ARGV[2*i-3]), tonumber(ARGV[2*i-2])
-  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i] - 1), 'ts', tostring(now))
-  -- A full bucket needs no key: expire once it would have refilled.
-  redis.call('PEXPIRE', KEYS[i], math.ceil(burst / rate * 1000) + 1000)
+local cache = {}
+local bot = refill(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), cache)
+local bot_wait = nil
+for i = 1, n do
+  local at = 5 + (i - 1) * 4
+  local mode, epoch = ARGV[at + 2], ARGV[at + 3]
+  local lkey = KEYS[2 + 2 * i]
+  local claim, code = nil, nil
+  if mode ~= 'n' and mode ~= 'h' then claim, code = decide_claim(lkey, mode, epoch) end
+  if not code then
+    local chat = refill(KEYS[1 + 2 * i], tonumber(ARGV[at]), tonumber(ARGV[at + 1]), cache)
+    if bot_wait then
+      code = 'b' .. tostring(bot_wait)
+    elseif bot[1] < 1 then
+      bot_wait = (1 - bot[1]) / bot[2]
+      code = 'b' .. tostring(bot_wait)
+    elseif chat[1] < 1 then
+      code = 'c' .. tostring((1 - chat[1]) / chat[2])
+    else
+      bot[1] = bot[1] - 1
+      chat[1] = chat[1] - 1
+      chat[4] = true
+      bot[4] = true
+      if claim then redis.call('SET', lkey, 'c' .. epoch, 'EX', ARGV[3]) end
+      code = 'g'
+    end
+  end
+  out[i] = code
 end
-return '0'
+for key, c in pairs(cache) do
+  if c[4] then
+    redis.call('HSET', key, 'tokens', tostring(c[1]), 'ts', tostring(now))
+    -- A full bucket needs no key: expire once it would have refilled.
+    redis.call('PEXPIRE', key, math.ceil(c[3] / c[2] * 1000) + 1000)
+  end
+end
+return out
 """
+)
 
 # Keep the longer of the current and the new pause, atomically (Redis 6 has no PEXPIRE GT).
 _PAUSE = """
@@ -55,6 +104,10 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 1
 """
+
+ClaimMode = Literal["n", "h", "m", "l", "r"]
+Grant = Literal["granted", "taken", "orphaned"]
+_GRANTS: dict[str, Grant] = {"g": "granted", "t": "taken", "o": "orphaned"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,43 +123,178 @@ class SendLimits:
     group: Bucket = Bucket(rate=20 / 60, burst=20.0)
 
 
-class RateLimitTimeout(FleetError):
-    """No send slot within the caller's deadline."""
+class RateLimitTimeout(RetryLater):
+    """No send slot within the caller's deadline (nothing was sent)."""
 
 
-class SendRateLimiter:
-    def __init__(self, redis: Redis, keys: RedisKeys, limits: SendLimits | None = None) -> None:
-        self._redis = redis
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    chat: int
+    bucket: str
+    limits: Bucket
+    key: str | None
+    mode: ClaimMode
+    epoch: int
+    future: asyncio.Future[Grant]
+    not_before: float = 0.0
+
+
+@dataclass(slots=True)
+class _BotQueue:
+    waiters: deque[_Waiter] = field(default_factory=deque)
+    blocked_until: float = 0.0
+    asker: asyncio.Task[None] | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a new send may be grantable
+
+
+class SendGate:
+    def __init__(
+        self,
+        batcher: CommandBatcher,
+        keys: RedisKeys,
+        ledger: SendLedger,
+        limits: SendLimits | None = None,
+        *,
+        max_batch: int = 64,
+    ) -> None:
         self._keys = keys
+        self._ledger = ledger
         self._limits = limits or SendLimits()
-        self._script = redis.register_script(_ACQUIRE)
-        self._pause = redis.register_script(_PAUSE)
-
-    async def try_acquire(self, bot_id: str, chat_id: int, kind: ChatKind) -> float:
-        """Take a slot if one is free now (0.0); else the seconds to wait, taking nothing."""
-        chat_bucket = self._limits.private_chat if kind == "private" else self._limits.group
-        keys = [
-            self._keys.send_pause(bot_id),
-            self._keys.rate(bot_id, "bot"),
-            self._keys.rate(bot_id, kind, chat_id),
-        ]
-        args = [self._limits.bot.rate, self._limits.bot.burst, chat_bucket.rate, chat_bucket.burst]
-        return float(await self._script(keys=keys, args=args))
+        self._max_batch = max_batch
+        self._grant = batcher.script(_GRANT)
+        self._pause = batcher.script(_PAUSE)
+        self._queues: dict[str, _BotQueue] = {}
+        self._askers: set[asyncio.Task[None]] = set()
 
     async def acquire(
-        self, bot_id: str, chat_id: int, kind: ChatKind, *, max_wait: float = 60.0
-    ) -> float:
-        """Wait for a slot; returns the seconds waited. Raises after ``max_wait``."""
-        waited = 0.0
-        while (wait := await self.try_acquire(bot_id, chat_id, kind)) > 0:
-            if waited + wait > max_wait:
-                raise RateLimitTimeout(f"bot {bot_id}: no send slot for chat within {max_wait:g} s")
-            # Waiting for a rate to refill, not for another task: a timer is right here.
-            await asyncio.sleep(wait)
-            waited += wait
-        return waited
+        self,
+        bot_id: str,
+        chat_id: int,
+        kind: ChatKind,
+        *,
+        key: str | None = None,
+        mode: ClaimMode = "n",
+        epoch: int = 0,
+        max_wait: float = 60.0,
+    ) -> Grant:
+        """A send slot (and the claim of ``key``), waiting in line; raises after ``max_wait``."""
+        limits = self._limits.private_chat if kind == "private" else self._limits.group
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(
+            chat=chat_id,
+            bucket=self._keys.rate(bot_id, kind, chat_id),
+            limits=limits,
+            key=key,
+            mode=mode if key is not None else "n",
+            epoch=epoch,
+            future=loop.create_future(),
+        )
+        queue = self._queues.get(bot_id)
+        if queue is None:
+            queue = self._queues[bot_id] = _BotQueue()
+        queue.waiters.append(waiter)
+        queue.arrived.set()
+        if queue.asker is None:
+            queue.asker = asyncio.create_task(self._ask(bot_id, queue), name=f"grant-{bot_id}")
+            self._askers.add(queue.asker)
+            queue.asker.add_done_callback(self._askers.discard)
+        try:
+            async with asyncio.timeout(max_wait):
+                return await waiter.future
+        except TimeoutError:
+            raise RateLimitTimeout(f"bot {bot_id}: no send slot within {max_wait:g} s") from None
 
     async def pause(self, bot_id: str, seconds: float) -> None:
         """After a 429: hold every instance's sends for this bot; never shortens a pause."""
-        milliseconds = max(1, int(seconds * 1000))
-        await self._pause(keys=[self._keys.send_pause(bot_id)], args=[milliseconds])
+        queue = self._queues.get(bot_id)
+        if queue is not None:
+            until = asyncio.get_running_loop().time() + seconds
+            queue.blocked_until = max(queue.blocked_until, until)
+        await self._pause([self._keys.send_pause(bot_id)], [max(1, int(seconds * 1000))])
+
+    async def _ask(self, bot_id: str, queue: _BotQueue) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                queue.waiters = deque(w for w in queue.waiters if not w.future.done())
+                if not queue.waiters:
+                    return
+                now = loop.time()
+                if queue.blocked_until > now:
+                    await asyncio.sleep(queue.blocked_until - now)  # a refill, not a lock
+                    continue
+                queue.arrived.clear()
+                batch, earliest = self._eligible(queue, now)
+                if not batch:
+                    # Until a chat refills, or a send to another chat arrives.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, earliest - now)):
+                            await queue.arrived.wait()
+                    continue
+                await self._ask_once(bot_id, queue, batch, loop.time())
+        except Exception as exc:  # never strand a waiter: they learn what went wrong
+            log.exception("bot %s: send grants failed", bot_id)
+            for waiter in queue.waiters:
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+            queue.waiters.clear()
+        finally:
+            queue.asker = None
+            if not queue.waiters and self._queues.get(bot_id) is queue:
+                del self._queues[bot_id]
+
+    def _eligible(self, queue: _BotQueue, now: float) -> tuple[list[_Waiter], float]:
+        """The first waiter of each chat, if its chat has refilled (FIFO per chat)."""
+        batch: list[_Waiter] = []
+        chats: set[int] = set()
+        earliest = float("inf")
+        for waiter in queue.waiters:
+            if waiter.chat in chats:
+                continue
+            chats.add(waiter.chat)
+            if waiter.not_before > now:
+                earliest = min(earliest, waiter.not_before)
+                continue
+            batch.append(waiter)
+            if len(batch) >= self._max_batch:
+                break
+        return batch, earliest
+
+    async def _ask_once(
+        self, bot_id: str, queue: _BotQueue, batch: list[_Waiter], now: float
+    ) -> None:
+        bot = self._limits.bot
+        keys = [self._keys.send_pause(bot_id), self._keys.rate(bot_id, "bot")]
+        args: list[str | int | float] = [bot.rate, bot.burst, self._ledger.ttl, len(batch)]
+        for waiter in batch:
+            keys += (waiter.bucket, waiter.key or waiter.bucket)
+            args += (waiter.limits.rate, waiter.limits.burst, waiter.mode, waiter.epoch)
+        try:
+            answers = await self._grant(keys, args)
+        except Exception as exc:
+            # Redis failed: these sends learn it now (their update is retried later).
+            for waiter in batch:
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+            return
+        for waiter, raw in zip(batch, answers, strict=True):
+            answer = raw.decode() if isinstance(raw, bytes) else str(raw)
+            code = answer[0]
+            if code == "c":
+                waiter.not_before = now + float(answer[1:])
+            elif code == "b":
+                queue.blocked_until = max(queue.blocked_until, now + float(answer[1:]))
+            elif not waiter.future.done():
+                waiter.future.set_result(_GRANTS[code])
+            elif code == "g" and waiter.key is not None and waiter.mode != "h":
+                # The sender gave up waiting just as the grant came: nothing goes out.
+                try:
+                    await self._ledger.release(waiter.key, waiter.epoch)
+                except Exception:
+                    log.warning("bot %s: an unused send claim stays until it expires", bot_id)
+
+    async def aclose(self) -> None:
+        askers = list(self._askers)
+        for task in askers:
+            task.cancel()
+        await asyncio.gather(*askers, return_exceptions=True)

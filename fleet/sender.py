@@ -1,11 +1,17 @@
 """The one way out to Telegram for bot traffic.
 
-Every send: an idempotency key taken in Redis first (invariant 4), a slot from
-the shared token buckets, one orjson POST on the shared API session, and the
-result parsed minimally (no pydantic round trip). 429 pauses the whole bot on
-every instance; 5xx and refused connections are retried with back-off
-because Telegram surely did not act on them. A connection lost after the
-request went out is *uncertain*: the claim stays, so it is never sent twice.
+Every send: a slot from the shared token buckets and, with an idempotency key,
+the claim of that key, both granted by one Redis script (``fleet.ratelimit``);
+one orjson POST through the wire (``fleet.telegram``); the answer read without
+a pydantic round trip. 429 pauses the bot on every instance; 5xx and requests
+that surely never left are tried again with back-off.
+
+A request that may have left without an answer is *uncertain*. An at-most-once
+send (every reply) keeps its claim and is not repeated: never twice. An
+at-least-once send (a deliverable) is repeated until Telegram acknowledges it,
+and a claim an older epoch left behind (``orphaned``) is sent again: never
+lost, possibly twice. A send made for an update (``scope``) leaves its key to
+that update's completion: one round trip settles the keys of the whole batch.
 """
 
 from __future__ import annotations
@@ -16,39 +22,29 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import orjson
+from prometheus_client import Counter
 
+from fleet import telegram
 from fleet.batcher import BatchWriter
+from fleet.context import ChatKind, SendOutcome, SendResult, UpdateScope
 from fleet.metrics import FleetMetrics
-from fleet.ratelimit import RateLimitTimeout, SendRateLimiter
+from fleet.ratelimit import ClaimMode, SendGate
 from storage.idempotency import SendLedger
 from storage.models import Direction
 from storage.repositories.messages import MessageRecord
 
 log = logging.getLogger(__name__)
 
-Result = Literal["ok", "skipped", "orphaned", "blocked", "failed", "uncertain"]
-ChatKind = Literal["private", "group"]
-
-
-@dataclass(frozen=True, slots=True)
-class SendOutcome:
-    result: Result
-    message_id: int | None = None
-    description: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "ok"
-
 
 @dataclass(slots=True)
-class _Attempt:
-    request_sent: bool = False
-    slot_taken: bool = False  # the first attempt's rate slot was taken before the claim
+class _Bot:
+    url: str  # {api_base}/bot{token}/ : never logged
+    epoch: int
+    counters: dict[tuple[str, str], Counter]
 
 
 class Sender:
@@ -56,7 +52,7 @@ class Sender:
         self,
         session: aiohttp.ClientSession,
         api_base: str,
-        limiter: SendRateLimiter,
+        gate: SendGate,
         ledger: SendLedger,
         messages: BatchWriter[MessageRecord],
         metrics: FleetMetrics,
@@ -65,31 +61,32 @@ class Sender:
         max_attempts: int = 6,
         max_wait: float = 120.0,
         request_timeout: float = 15.0,
+        connect_timeout: float = 10.0,
     ) -> None:
         self._session = session
         self._api_base = api_base.rstrip("/")
-        self._limiter = limiter
+        self._gate = gate
         self._ledger = ledger
         self._messages = messages
         self._metrics = metrics
         self._on_blocked = on_blocked
         self._max_attempts = max_attempts
         self._max_wait = max_wait
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._tokens: dict[str, str] = {}
-        self._epochs: dict[str, int] = {}  # the lease epoch each bot runs under here
+        self._timeout = telegram.timeouts(request_timeout, connect_timeout)
+        self._bots: dict[str, _Bot] = {}
 
     @property
     def ledger(self) -> SendLedger:
         return self._ledger
 
+    def key(self, bot_id: str, purpose: str, *parts: str | int) -> str:
+        return self._ledger.key(bot_id, purpose, *parts)
+
     def register(self, bot_id: str, token: str, epoch: int = 0) -> None:
-        self._tokens[bot_id] = token
-        self._epochs[bot_id] = epoch
+        self._bots[bot_id] = _Bot(telegram.method_url(self._api_base, token, ""), epoch, {})
 
     def unregister(self, bot_id: str) -> None:
-        self._tokens.pop(bot_id, None)
-        self._epochs.pop(bot_id, None)
+        self._bots.pop(bot_id, None)
 
     async def send_message(
         self,
@@ -97,11 +94,11 @@ class Sender:
         chat_id: int,
         text: str,
         *,
-        idempotency_key: str | None,
+        key: str | None,
+        scope: UpdateScope | None = None,
         reply_markup: dict[str, Any] | None = None,
         parse_mode: str | None = None,
         chat_kind: ChatKind = "private",
-        update_id: int | None = None,
     ) -> SendOutcome:
         payload: dict[str, Any] = {"chat_id": chat_id, "text": text}
         if reply_markup is not None:
@@ -109,8 +106,8 @@ class Sender:
         if parse_mode is not None:
             payload["parse_mode"] = parse_mode
         outcome = await self.call(
-            bot_id, "sendMessage", payload, chat_id=chat_id, chat_kind=chat_kind,
-            idempotency_key=idempotency_key,
+            bot_id, "sendMessage", payload, chat_id=chat_id, chat_kind=chat_kind, key=key,
+            scope=scope,
         )  # fmt: skip
         if outcome.ok and outcome.message_id is not None:
             self._messages.add(
@@ -121,7 +118,7 @@ class Sender:
                     direction=Direction.OUT,
                     sent_at=datetime.now(UTC),
                     user_id=chat_id if chat_kind == "private" else None,
-                    update_id=update_id,
+                    update_id=scope.update_id if scope is not None else None,
                     text=text,
                 )
             )
@@ -135,124 +132,137 @@ class Sender:
         *,
         chat_id: int,
         chat_kind: ChatKind = "private",
-        idempotency_key: str | None = None,
+        key: str | None = None,
+        scope: UpdateScope | None = None,
         at_least_once: bool = False,
     ) -> SendOutcome:
-        """Send once per key; retry what Telegram surely did not do."""
-        token = self._tokens.get(bot_id)
-        if token is None:
-            return self._count(bot_id, method, SendOutcome("failed", description="unknown bot"))
-        epoch = self._epochs.get(bot_id, 0)
-        attempt = _Attempt()
-        if idempotency_key is not None:
-            # The rate slot first: a claim must not wait in a queue, where a crash
-            # would leave it orphaned although nothing went out.
-            try:
-                await self._limiter.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
-            except RateLimitTimeout as exc:
-                return self._count(bot_id, method, SendOutcome("failed", description=str(exc)))
-            attempt.slot_taken = True
-            claim = await self._ledger.claim_as(idempotency_key, epoch)
-            if claim != "new":
-                if claim == "orphaned":
-                    log.warning(
-                        "bot %s: %s claimed by a previous owner; not resent", bot_id, method
-                    )
-                    return self._count(bot_id, method, SendOutcome("orphaned"))
-                return self._count(bot_id, method, SendOutcome("skipped"))
-        try:
-            outcome = await self._attempts(
-                bot_id, token, method, payload, chat_id, chat_kind, attempt
+        """Send once per key (at least once if asked); retry what Telegram surely did not do.
+
+        Raises :class:`fleet.ratelimit.RateLimitTimeout` (nothing sent, retry later) or the
+        Redis error that stopped the grant; every other ending is a :class:`SendOutcome`.
+        """
+        bot = self._bots.get(bot_id)
+        if bot is None:
+            return SendOutcome("failed", description="bot not running here")
+        epoch = scope.epoch if scope is not None else bot.epoch
+        mode: ClaimMode = "n"
+        if key is not None:
+            mode = "l" if at_least_once else "m"
+            if scope is not None and key in scope.unsent:
+                mode = "r"  # our own claim from an earlier attempt that surely did not go out
+        grant = await self._gate.acquire(
+            bot_id, chat_id, chat_kind, key=key, mode=mode, epoch=epoch, max_wait=self._max_wait
+        )
+        if grant != "granted":
+            if grant == "orphaned":
+                log.warning("bot %s: %s claimed by a previous owner; not resent", bot_id, method)
+            return self._count(
+                bot, bot_id, method, SendOutcome(grant if grant == "orphaned" else "skipped")
             )
-        except asyncio.CancelledError:
-            if idempotency_key is not None and not attempt.request_sent:
-                # Cancelled before anything went out: the redelivered update may send it.
-                await asyncio.shield(self._ledger.release(idempotency_key, epoch))
+        sent = False
+        try:
+            outcome, sent = await self._attempts(
+                bot, bot_id, method, payload, chat_id, chat_kind, at_least_once
+            )
+        except BaseException:
+            if key is not None and (not sent or at_least_once):
+                # Nothing went out (or it may be repeated): let a retry claim it.
+                await self._let_go(key, epoch, scope)
             raise
-        if idempotency_key is not None:
-            if outcome.ok:
-                await self._ledger.confirm(idempotency_key)
-            elif at_least_once and outcome.result == "failed":
-                await self._ledger.release(idempotency_key, epoch)
+        if key is not None:
+            await self._settle(key, epoch, scope, outcome, at_least_once)
         if outcome.result == "blocked" and self._on_blocked is not None and chat_kind == "private":
             self._on_blocked(bot_id, chat_id)
-        return self._count(bot_id, method, outcome)
+        return self._count(bot, bot_id, method, outcome)
 
     async def _attempts(
         self,
+        bot: _Bot,
         bot_id: str,
-        token: str,
         method: str,
         payload: dict[str, Any],
         chat_id: int,
         chat_kind: ChatKind,
-        attempt: _Attempt,
-    ) -> SendOutcome:
-        url = f"{self._api_base}/bot{token}/{method}"
+        at_least_once: bool,
+    ) -> tuple[SendOutcome, bool]:
+        """(outcome, whether a request may have reached Telegram)."""
+        url = bot.url + method
         body = orjson.dumps(payload)
         backoff = 0.2
         last = "no attempt"
-        for _ in range(self._max_attempts):
+        sent = False
+        for attempt in range(self._max_attempts):
+            if attempt:  # the first slot came with the claim
+                await self._gate.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
             try:
-                if not attempt.slot_taken:
-                    await self._limiter.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
-                attempt.slot_taken = False
-            except RateLimitTimeout as exc:
-                return SendOutcome("failed", description=str(exc))
-            attempt.request_sent = True
-            try:
-                async with self._session.post(
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self._timeout,
-                ) as response:
-                    status, raw = response.status, await response.read()
-            except aiohttp.ClientConnectorError as exc:
-                last = f"connect: {type(exc).__name__}"  # never reached Telegram: retry
-                attempt.request_sent = False
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # The request may have been acted on; sending again could duplicate it.
-                log.warning("bot %s: %s outcome unknown (%s)", bot_id, method, type(exc).__name__)
-                return SendOutcome("uncertain", description=type(exc).__name__)
+                result = await telegram.call(self._session, url, method, body, self._timeout)
+            except telegram.RetryAfter as exc:
+                self._metrics.send_retry_after.labels(bot_id).inc()
+                await self._gate.pause(bot_id, exc.retry_after)
+                continue  # the gate waits the pause out before the next try
+            except telegram.NetworkError as exc:
+                if exc.sent:
+                    sent = True
+                    if not at_least_once:
+                        log.warning(
+                            "bot %s: %s outcome unknown (%s)", bot_id, method, exc.description
+                        )
+                        return SendOutcome("uncertain", description=exc.description), True
+                last = exc.description  # nothing reached Telegram, or it may be repeated
+            except telegram.ServerError as exc:
+                last = exc.description  # Telegram did not act on it
+            except telegram.Blocked as exc:
+                return SendOutcome("blocked", description=exc.description), True
+            except telegram.TelegramError as exc:
+                log.warning("bot %s: %s refused: %s", bot_id, method, exc.description)
+                return SendOutcome("failed", description=exc.description), sent
             else:
-                outcome, retry_after = self._parse(bot_id, status, raw)
-                if outcome is not None:
-                    return outcome
-                attempt.request_sent = False  # a 429 or 5xx: Telegram did not act on it
-                if retry_after is not None:
-                    self._metrics.send_retry_after.labels(bot_id).inc()
-                    await self._limiter.pause(bot_id, retry_after)
-                    continue  # the limiter waits out the pause before the next try
-                last = f"HTTP {status}"
-            await asyncio.sleep(backoff * (0.5 + random.random()))
+                message_id = result.get("message_id") if isinstance(result, dict) else None
+                return SendOutcome("ok", message_id=message_id), True
+            await asyncio.sleep(backoff * (0.5 + random.random()))  # back-off timer
             backoff = min(backoff * 2, 5.0)
-        return SendOutcome("failed", description=f"gave up after {self._max_attempts}: {last}")
+        result_kind: SendResult = "uncertain" if sent else "failed"
+        description = f"gave up after {self._max_attempts} attempts: {last}"
+        return SendOutcome(result_kind, description=description), sent
 
-    def _parse(
-        self, bot_id: str, status: int, raw: bytes
-    ) -> tuple[SendOutcome | None, float | None]:
+    async def _settle(
+        self,
+        key: str,
+        epoch: int,
+        scope: UpdateScope | None,
+        outcome: SendOutcome,
+        at_least_once: bool,
+    ) -> None:
+        if outcome.result in ("ok", "blocked"):  # final: never sent again
+            if scope is not None and not at_least_once:
+                scope.acknowledged.append(key)  # settled with the update, in its batch
+                scope.unsent.discard(key)
+            else:
+                await self._ledger.confirm(key)
+        elif outcome.result == "failed" or at_least_once:
+            # Refused, or given up without it leaving (or at least once): a retry may send.
+            await self._let_go(key, epoch, scope)
+        # An uncertain at-most-once send keeps its claim: never twice.
+
+    async def _let_go(self, key: str, epoch: int, scope: UpdateScope | None) -> None:
         try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            answer = {}
-        if not isinstance(answer, dict):
-            answer = {}
-        if status == 200 and answer.get("ok"):
-            result = answer.get("result")
-            message_id = result.get("message_id") if isinstance(result, dict) else None
-            return SendOutcome("ok", message_id=message_id), None
-        description = str(answer.get("description", f"HTTP {status}"))
-        if status == 429:
-            retry_after = (answer.get("parameters") or {}).get("retry_after", 1)
-            return None, float(retry_after)
-        if status >= 500:
-            return None, None
-        if status == 403:
-            return SendOutcome("blocked", description=description), None
-        log.warning("bot %s: send refused: %s", bot_id, description)
-        return SendOutcome("failed", description=description), None
+            await asyncio.shield(self._ledger.release(key, epoch))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Redis failed too: the update's next attempt may take this claim back.
+            if scope is not None:
+                scope.unsent.add(key)
+            log.warning("send claim not released (Redis); a retry of its update takes it back")
+        else:
+            if scope is not None:
+                scope.unsent.discard(key)
 
-    def _count(self, bot_id: str, method: str, outcome: SendOutcome) -> SendOutcome:
-        self._metrics.sends.labels(bot_id, method, outcome.result).inc()
+    def _count(self, bot: _Bot, bot_id: str, method: str, outcome: SendOutcome) -> SendOutcome:
+        counter = bot.counters.get((method, outcome.result))
+        if counter is None:
+            counter = bot.counters[(method, outcome.result)] = self._metrics.sends.labels(
+                bot_id, method, outcome.result
+            )
+        counter.inc()
         return outcome

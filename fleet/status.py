@@ -1,10 +1,10 @@
 """``botfleet status``: live instances and who polls which bot, read from Redis only.
 
 Reads what :class:`fleet.leases.LeaseCoordinator` writes (the members set, the
-heartbeat keys, and each bot's lease, epoch and offset) and nothing else: no
-database, no ``KEYS``/``SCAN`` (the bot list comes from the config). Every age
-is measured against Redis ``TIME``, the clock the heartbeats are written in,
-never this host's clock.
+heartbeat keys, and each bot's lease, epoch, offset and state) and nothing
+else: no database, no ``KEYS``/``SCAN`` (the bot list comes from the config).
+Every age is measured against Redis ``TIME``, the clock the heartbeats and the
+bot states are written in, never this host's clock.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from storage.keys import RedisKeys
 
 UNOWNED = "unowned"  # no lease: nobody polls the bot
-HELD = "held"  # leased, but the holder's heartbeat says nothing about the bot
+HELD = "held"  # leased, but the (live) holder has not reported the bot under this lease
 DISABLED = "disabled"  # `enabled: false` in the config
 
 
@@ -59,7 +59,7 @@ class FleetStatus:
 async def read_status(
     redis: Redis, keys: RedisKeys, bot_ids: Sequence[str], *, disabled: Collection[str] = ()
 ) -> FleetStatus:
-    """One consistent snapshot (MULTI) of members, leases, epochs, offsets; then heartbeats."""
+    """One snapshot (MULTI) of members, leases, epochs, offsets, bot states; then heartbeats."""
     bot_ids = list(bot_ids)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.time()
@@ -68,22 +68,23 @@ async def read_status(
             pipe.mget([keys.lease(b) for b in bot_ids])
             pipe.mget([keys.epoch(b) for b in bot_ids])
             pipe.mget([keys.offset(b) for b in bot_ids])
+            pipe.mget([keys.bot_state(b) for b in bot_ids])
         answers = await pipe.execute()
     seconds, micros = answers[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     none: list[Any] = [None] * len(bot_ids)
-    leases, epochs, offsets = answers[2:5] if bot_ids else (none, none, none)
+    leases, epochs, offsets, states = answers[2:6] if bot_ids else (none, none, none, none)
     members = [(_text(m), float(score)) for m, score in answers[1] if float(score) >= now_ms]
     bodies = await redis.mget([keys.heartbeat(m) for m, _ in members]) if members else []
 
-    beats: dict[str, dict[str, Any]] = {}
+    live_ids: set[str] = set()
     instances: list[InstanceStatus] = []
     owners = [_holder(value) for value in leases]
     for (instance_id, expiry), body in sorted(zip(members, bodies, strict=True)):
         if body is None:
             continue  # expired after its last ZADD: not live
         info = _json_object(body)
-        beats[instance_id] = info
+        live_ids.add(instance_id)
         instances.append(
             InstanceStatus(
                 id=instance_id,
@@ -99,9 +100,11 @@ async def read_status(
         )
 
     bots: list[BotStatus] = []
-    for bot_id, owner, epoch, offset in zip(bot_ids, owners, epochs, offsets, strict=True):
-        beat = beats.get(owner) if owner is not None else None
-        entry = _json_object_or_none((beat or {}).get("bots", {}), bot_id)
+    rows = zip(bot_ids, owners, epochs, offsets, states, strict=True)
+    for bot_id, owner, epoch, offset, body in rows:
+        live = owner in live_ids
+        # A holder without a heartbeat is gone or stuck: what it last reported is stale.
+        entry = _reported(body, owner, _int(epoch)) if live else None
         if bot_id in disabled:
             state = DISABLED
         elif owner is None:
@@ -110,18 +113,16 @@ async def read_status(
             state = HELD
         else:
             state = _str(entry.get("state")) or HELD
-        age = _float(entry.get("last_update_age")) if entry else None
-        since_beat = _age(now_ms, beat.get("heartbeat_ms")) if beat else None
+        age = _age(now_ms, entry.get("last_update_ms")) if entry else None
         bots.append(
             BotStatus(
                 id=bot_id,
                 owner=owner,
-                owner_live=beat is not None,
+                owner_live=live,
                 epoch=_int(epoch),
                 offset=_int(offset),
                 state=state,
-                # The heartbeat reports the age when it was written; add the time since.
-                last_update_age_s=None if age is None else round(age + (since_beat or 0.0), 1),
+                last_update_age_s=None if age is None else round(max(age, 0.0), 1),
                 pending=_int(entry.get("pending")) if entry else None,
             )
         )
@@ -190,7 +191,7 @@ def _holder(value: bytes | str | None) -> str | None:
 
 
 def _age(now_ms: int, then_ms: Any) -> float | None:
-    then = _float(then_ms)  # Redis TIME in ms, as the heartbeat script wrote it
+    then = _float(then_ms)  # Redis TIME in ms, as the heartbeat or the bot state holds it
     return None if then is None else round((now_ms - then) / 1000, 3)
 
 
@@ -202,9 +203,20 @@ def _json_object(body: bytes | str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _json_object_or_none(container: Any, key: str) -> dict[str, Any] | None:
-    value = container.get(key) if isinstance(container, dict) else None
-    return value if isinstance(value, dict) else None
+def _reported(
+    body: bytes | str | None, owner: str | None, epoch: int | None
+) -> dict[str, Any] | None:
+    """The bot's state key, if written by its lease holder under the current lease.
+
+    A state outlives its writer's lease (a crash, an expiry): the next holder's
+    epoch differs, and until it reports, the bot shows as held.
+    """
+    if body is None:
+        return None
+    entry = _json_object(body)
+    if entry.get("instance") != owner or _int(entry.get("epoch")) != epoch:
+        return None
+    return entry
 
 
 def _text(value: bytes | str) -> str:

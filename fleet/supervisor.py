@@ -17,31 +17,18 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-
-from fleet.batcher import BatchWriter
 from fleet.config import BotConfig, FleetConfig
 from fleet.config_file import ConfigError, load_config
 from fleet.errors import FleetError
 from fleet.leases import LeaseCoordinator
 from fleet.metrics import FleetMetrics, build_metrics
 from fleet.notify import SystemdNotifier
-from fleet.ownership import BotOwnership, StaticOwnership
-from fleet.ratelimit import SendRateLimiter
+from fleet.ownership import BotOwnership, BotReport, StaticOwnership
 from fleet.runner import BotRunner, RunnerServices, RunnerState
-from fleet.sender import Sender
-from fleet.sequencer import ChatSequencer
+from fleet.services import HealthCheck, Services, build_services
 from fleet.web import bound_port, build_web_app, start_web
 from fleet.webhook import WebhookRoute, WebhookTarget, add_webhook_route
-from storage.database import create_engine, create_session_factory, ping_database
-from storage.idempotency import SendLedger, UpdateDeduplicator
-from storage.keys import RedisKeys
-from storage.redis import create_redis, ping_redis
-from storage.repositories.messages import MessageRecord
-from storage.repositories.users import UserSeen
-from storage.services import BotRegistry, DeadLetters, MessageLog, UserActivity
+from storage.redis import create_redis
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +63,8 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._services: RunnerServices | None = None
         self._group: asyncio.TaskGroup | None = None
-        self._health_checks: list[Any] = []
+        self._health_checks: list[HealthCheck] = []
+        self._registry_stale = asyncio.Event()  # the bots table must follow the config
         self.web_port: int | None = None
         self.clean_exit = True
 
@@ -115,8 +103,8 @@ class Supervisor:
 
     async def run(self) -> None:
         async with AsyncExitStack() as stack:
-            services = await self._open(stack)
-            self._services = services
+            built = await self._open(stack)
+            services = self._services = built.runner
             try:
                 async with asyncio.TaskGroup() as group:
                     self._group = group
@@ -124,9 +112,11 @@ class Supervisor:
                         group.create_task(self._ownership.run(self._ownership_changed)),
                         group.create_task(self._follow_ownership(), name="ownership"),
                         group.create_task(services.users.run(), name="users-batch"),
-                        group.create_task(self._messages.run(), name="messages-batch"),
+                        group.create_task(built.messages.run(), name="messages-batch"),
+                        group.create_task(self._sync_registry(), name="registry"),
                         group.create_task(self._watch_config(), name="config-watch"),
                         group.create_task(self._loop_lag(), name="loop-lag"),
+                        group.create_task(self._sweep_idle(), name="idle-dispatchers"),
                     ]
                     if self.config.runtime.watchdog:
                         background.append(group.create_task(self._notifier.watchdog()))
@@ -138,69 +128,35 @@ class Supervisor:
                     await self._stop.wait()
                     self._notifier.stopping()
                     log.info("stopping: draining for up to %ss", self.config.runtime.shutdown_grace)
-                    await self._shutdown(services)
+                    await self._shutdown()
                     for task in background:
                         task.cancel()
             finally:
                 self._group = None
-                # Cancelled from outside (or a crash): chat workers must not outlive our resources.
+                # Cancelled from outside (or a crash): no update may outlive our resources.
                 await services.sequencer.cancel()
-                services.users.stop()
-                self._messages.stop()
-                await services.users.flush()
-                await self._messages.flush()
+                await services.users.close()
+                await built.messages.close()
         self._notifier.close()
         log.info("stopped (%s)", "clean" if self.clean_exit else "deadline reached")
 
-    async def _open(self, stack: AsyncExitStack) -> RunnerServices:
+    async def _open(self, stack: AsyncExitStack) -> Services:
         config = self.config
-        redis = create_redis(config.redis)
-        stack.push_async_callback(redis.aclose)
-        await ping_redis(redis, "redis", config.redis.connect_timeout)
-        engine = create_engine(config.database)
-        stack.push_async_callback(engine.dispose)
-        await ping_database(engine, config.database.connect_timeout)
-        sessions = create_session_factory(engine)
-        self._health_checks = [
-            ("redis", lambda: ping_redis(redis, "redis", 2.0)),
-            ("database", lambda: ping_database(engine, 2.0)),
-        ]
-        keys = RedisKeys(config.redis.key_prefix)
+        built = await build_services(config, stack, self.metrics)
+        self._health_checks = built.health
         if self._given_ownership is None:
             control = create_redis(config.redis.model_copy(update={"pool_size": 2}))
             stack.push_async_callback(control.aclose)
             self._ownership = LeaseCoordinator(
-                redis, keys, config.instance, config.leases,
+                built.redis, built.keys, config.instance, config.leases,
                 metrics=self.metrics, status=self._bot_status, control=control,
             )  # fmt: skip
-        # Long polls get their own unbounded pool: one open connection per bot by design.
-        poll_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        stack.push_async_callback(poll_session.close)
-        send_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, limit_per_host=0)
-        )
-        stack.push_async_callback(send_session.close)
-        api = TelegramAPIServer.from_base(config.telegram.api_base.rstrip("/"))
-        api_session = AiohttpSession(api=api, limit=64)
-        stack.push_async_callback(api_session.close)
-        self._messages: BatchWriter[MessageRecord] = BatchWriter(
-            "messages", MessageLog(sessions).record
-        )
-        users = BatchWriter[UserSeen](
-            "users",
-            UserActivity(sessions).record_seen,
-            key=lambda seen: (seen.bot_id, seen.telegram_user_id),
-        )
-        registry = BotRegistry(sessions)
-        await registry.sync(config.bots)
-        sender = Sender(
-            send_session,
-            config.telegram.api_base,
-            SendRateLimiter(redis, keys),
-            SendLedger(redis, keys),
-            self._messages,
-            self.metrics,
-        )
+        try:
+            async with asyncio.timeout(config.database.connect_timeout):
+                await built.runner.registry.sync(config.bots)
+        except Exception as exc:
+            log.warning("bot registry not written yet (%s); retrying in the background", exc)
+            self._registry_stale.set()
         app = build_web_app(self, self.metrics)
         if config.telegram.mode == "webhook":
             assert config.telegram.webhook_secret is not None  # checked when loading
@@ -209,22 +165,31 @@ class Supervisor:
         web_runner = await start_web(app, config.http.host, config.http.port)
         stack.push_async_callback(web_runner.cleanup)
         self.web_port = bound_port(web_runner)
-        return RunnerServices(
-            telegram=config.telegram,
-            runtime=config.runtime,
-            public_url=config.http.public_url,
-            poll_session=poll_session,
-            api_session=api_session,
-            sequencer=ChatSequencer(config.runtime.max_concurrent_updates),
-            sender=sender,
-            dedup=UpdateDeduplicator(redis, keys),
-            dead_letters=DeadLetters(sessions),
-            registry=registry,
-            users=users,
-            redis=redis,
-            keys=keys,
-            metrics=self.metrics,
-        )
+        return built
+
+    async def _sync_registry(self) -> None:
+        """Write the configured bots to the database, now or once it answers again."""
+        backoff = 1.0
+        while True:
+            await self._registry_stale.wait()
+            self._registry_stale.clear()
+            assert self._services is not None
+            try:
+                await self._services.registry.sync(self.config.bots)
+                backoff = 1.0
+            except Exception as exc:
+                self._registry_stale.set()
+                log.warning("bot registry not written (%s); retrying in %.0f s", exc, backoff)
+                await asyncio.sleep(backoff)  # back-off timer
+                backoff = min(backoff * 2, 60.0)
+
+    async def _sweep_idle(self) -> None:
+        """Give idle bots' Dispatchers back (they are rebuilt on the next update)."""
+        idle = self.config.runtime.dispatcher_idle_seconds
+        while True:
+            await asyncio.sleep(min(60.0, idle / 2))  # a periodic sweep
+            for runner in list(self.runners.values()):
+                runner.drop_idle_dispatcher(idle)
 
     # -- bots --------------------------------------------------------------------------------
 
@@ -317,39 +282,38 @@ class Supervisor:
             run_task = self._tasks.pop(bot_id, None)
             if run_task is not None and run_task is not asyncio.current_task():
                 await asyncio.gather(run_task, return_exceptions=True)
+            # Its work is finished or cancelled inside drain: only then may the lease go.
             if not await runner.drain(self.config.runtime.shutdown_grace):
-                log.warning("bot %s: stopped with %s updates in flight", bot_id, runner.pending)
+                log.warning("bot %s: stopped with updates left for the next owner", bot_id)
             if release and bot_id not in self._unauthorized:
                 await self._ownership.release(bot_id)
+                self.metrics.forget_bot(bot_id)  # its series go on with its next owner
             log.info("bot %s: stopped", bot_id)
         finally:
             self._stopping.pop(bot_id, None)
             self._publish()
             self._owners_changed.set()  # a released bot may be ours to take again
 
-    async def _shutdown(self, services: RunnerServices) -> None:
+    async def _shutdown(self) -> None:
         runtime = self.config.runtime
         loop = asyncio.get_running_loop()
         deadline = loop.time() + runtime.shutdown_deadline
         await self._ownership.leave()  # peers plan without us while we hand off
         async with self._reconciling:
             for runner in self.runners.values():
-                runner.stop()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            if not await services.sequencer.drain(runtime.shutdown_grace):
-                self.clean_exit = False
-                log.warning(
-                    "grace over with %s updates in flight: cancelling", services.sequencer.admitted
-                )
-                await services.sequencer.cancel()
+                runner.stop()  # no more fetching; in-flight updates go on
             for bot_id in list(self.runners):
-                self._begin_stop(bot_id)
-            remaining = max(0.1, deadline - loop.time())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await asyncio.gather(*self._stopping.values(), return_exceptions=True)
-            for task in self._stopping.values():
+                self._begin_stop(bot_id)  # each drains for the grace period, then cancels
+            stopping = list(self._stopping.values())
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    await asyncio.gather(*stopping, return_exceptions=True)
+            except TimeoutError:
+                self.clean_exit = False
+                log.warning("shutdown deadline reached: cancelling what is left")
+            for task in stopping:
                 task.cancel()
+            await asyncio.gather(*stopping, return_exceptions=True)
             self.runners.clear()
             self._tasks.clear()
 
@@ -380,8 +344,7 @@ class Supervisor:
             if getattr(new, section) != getattr(old, section):
                 log.warning("config: %s changed; it takes effect on the next restart", section)
         self.config = old.model_copy(update={"bots": new.bots, "funnels": new.funnels})
-        if self._services is not None:
-            await self._services.registry.sync(new.bots)
+        self._registry_stale.set()  # written in the background: PostgreSQL may be away
         await self._reconcile(self.config, changed)
         self.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded: %s", self._status())
@@ -407,17 +370,10 @@ class Supervisor:
     def webhook_target(self, bot_id: str) -> WebhookTarget | None:
         return self.runners.get(bot_id)
 
-    def _bot_status(self) -> dict[str, Any]:
-        """Per bot, for the heartbeat that `botfleet status` reads (no secrets)."""
-        now = time.monotonic()
+    def _bot_status(self) -> dict[str, BotReport]:
+        """Per bot, for `botfleet status` (no secrets); the lease coordinator writes the diff."""
         return {
-            bot_id: {
-                "state": runner.state.value,
-                "pending": runner.pending,
-                "last_update_age": None
-                if runner.last_update_at is None
-                else round(now - runner.last_update_at, 1),
-            }
+            bot_id: BotReport(runner.state.value, runner.pending, runner.last_update_at)
             for bot_id, runner in self.runners.items()
         }
 

@@ -1,21 +1,9 @@
-"""aiogram middlewares: metrics, context, dedup, errors, users, debounce, throttle."""
+"""The update pipeline's middlewares: batch admission (dedup, flood, debounce) before
+aiogram, and aiogram middlewares after it (users)."""
 
 from __future__ import annotations
 
-from middlewares.context import ContextMiddleware
-from middlewares.debounce import StartDebounceMiddleware
-from middlewares.dedup import DedupMiddleware
-from middlewares.errors import ErrorsMiddleware
-from middlewares.metrics import MetricsMiddleware
-from middlewares.throttle import ThrottleMiddleware
+from middlewares.admission import BatchAdmission, chat_of
 from middlewares.users import UsersMiddleware
 
-__all__ = [
-    "ContextMiddleware",
-    "DedupMiddleware",
-    "ErrorsMiddleware",
-    "MetricsMiddleware",
-    "StartDebounceMiddleware",
-    "ThrottleMiddleware",
-    "UsersMiddleware",
-]
+__all__ = ["BatchAdmission", "UsersMiddleware", "chat_of"]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiogram import BaseMiddleware
-from aiogram.types import TelegramObject, User
+from aiogram.types import TelegramObject
 
 from fleet.batcher import BatchWriter
+from fleet.context import Handler, UpdateData
 from storage.repositories.users import UserSeen
-
-Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class UsersMiddleware(BaseMiddleware):
@@ -20,11 +18,12 @@ class UsersMiddleware(BaseMiddleware):
         self._seen = seen
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        user: User | None = data.get("event_from_user")
+        context = cast(UpdateData, data)
+        user = context.get("event_from_user")
         if user is not None and not user.is_bot:
             self._seen.add(
                 UserSeen(
-                    bot_id=data["bot_id"],
+                    bot_id=context["bot_id"],
                     telegram_user_id=user.id,
                     seen_at=datetime.now(UTC),
                     username=user.username,

@@ -11,18 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Key kinds: the second segment of every key.
-DEDUP = "dedup"  # one key per handled update (invariant 2)
+DEDUP = "dedup"  # (before issue 10) one key per handled update; now UPDATES
+UPDATES = "upd"  # claims of updates, a hash per bot and block of 128 update ids (invariant 2)
 IDEMPOTENCY = "idem"  # one key per logical outgoing send (invariant 4)
 LEASE = "lease"  # who polls a bot
 EPOCH = "epoch"  # fencing counter, INCR on each lease acquisition
 OFFSET = "offset"  # last confirmed getUpdates offset, fenced by epoch
 HEARTBEAT = "hb"  # one key per live instance: its info, with a TTL
 MEMBERS = "members"  # sorted set: instance id by heartbeat expiry (Redis TIME, ms)
+BOT_STATE = "botstate"  # one JSON per bot: what its holder reports (`botfleet status`)
 RATE = "rate"  # token buckets for sends
-THROTTLE = "throttle"  # per-user flood limits
+THROTTLE = "throttle"  # per-user flood counts: a hash per bot and minute
 DEBOUNCE = "debounce"  # repeated /start within a window
 
 DEDUP_TTL_SECONDS = 86_400  # Telegram keeps unconfirmed updates 24 h at most
+UPDATE_BLOCK = 128  # update ids per claims hash: small enough for Redis's compact listpack
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,10 @@ class RedisKeys:
 
     def dedup(self, bot_id: str, update_id: int) -> str:
         return self._key(DEDUP, bot_id, update_id)
+
+    def update_block(self, bot_id: str, block: int) -> str:
+        """Claims of update ids ``block * UPDATE_BLOCK`` up to the next block (field: id)."""
+        return self._key(UPDATES, bot_id, block)
 
     def idempotency(self, bot_id: str, purpose: str, *parts: str | int) -> str:
         """E.g. ``idempotency(bot, "welcome", chat_id, update_id)``."""
@@ -54,6 +61,10 @@ class RedisKeys:
     def members(self) -> str:
         return self._key(MEMBERS)
 
+    def bot_state(self, bot_id: str) -> str:
+        """State, pending and last update of a bot, written by its lease holder."""
+        return self._key(BOT_STATE, bot_id)
+
     def rate(self, bot_id: str, scope: str, *parts: str | int) -> str:
         """Token bucket for ``scope`` ("bot", "chat", "group") of one bot."""
         return self._key(RATE, bot_id, scope, *parts)
@@ -62,8 +73,9 @@ class RedisKeys:
         """Set after a 429: every instance holds this bot's sends until it expires."""
         return self._key(RATE, bot_id, "pause")
 
-    def throttle(self, bot_id: str, user_id: int) -> str:
-        return self._key(THROTTLE, bot_id, user_id)
+    def throttle(self, bot_id: str, minute: int) -> str:
+        """Messages per user (field) to one bot within one minute (Unix time // 60)."""
+        return self._key(THROTTLE, bot_id, minute)
 
     def debounce(self, bot_id: str, chat_id: int, what: str) -> str:
         return self._key(DEBOUNCE, bot_id, chat_id, what)

@@ -167,6 +167,12 @@ class DeadLetter(Base):
     first_failed_at: Mapped[datetime] = _now()
     last_failed_at: Mapped[datetime] = _now()
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Replay: an operator asks (requested_at), one instance claims it (started_at,
+    # owner) and reports back; a claim older than the staleness limit is taken again.
+    replay_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replay_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replay_owner: Mapped[str | None] = mapped_column(Text)
+    replays: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
 
     __table_args__ = (
         # A redelivered update that fails again bumps `attempts`, not a new row.
@@ -177,5 +183,12 @@ class DeadLetter(Base):
             "bot_id",
             "last_failed_at",
             postgresql_where=text("resolved_at IS NULL"),
+        ),
+        # The replay queue: each instance polls it for the bots it owns.
+        Index(
+            "ix_dead_letters_replay_queue",
+            "bot_id",
+            "replay_requested_at",
+            postgresql_where=text("replay_requested_at IS NOT NULL AND resolved_at IS NULL"),
         ),
     )

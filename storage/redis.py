@@ -36,6 +36,9 @@ def create_redis(config: RedisConfig, *, url: str | None = None) -> Redis:
         max_connections=config.pool_size,
         timeout=config.pool_timeout,
         socket_connect_timeout=config.connect_timeout,
+        # A Redis that stops answering (frozen, partitioned) fails commands instead of
+        # hanging them; nothing we send blocks on the server side.
+        socket_timeout=config.command_timeout,
         health_check_interval=30,
         decode_responses=False,
     )

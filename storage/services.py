@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +17,7 @@ from storage.repositories import (
     MessageRecord,
     UserSeen,
 )
+from storage.repositories.dead_letters import STALE_REPLAY_CLAIM
 from storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -111,3 +112,48 @@ class DeadLetters:
             done = await uow.dead_letters.resolve(bot_id, update_id)
             await uow.commit()
         return done
+
+    async def list(
+        self, bot_id: str | None, *, include_resolved: bool = False, limit: int = 100
+    ) -> Sequence[DeadLetter]:
+        """Newest failure first; every bot's when ``bot_id`` is None."""
+        async with UnitOfWork(self._sessions) as uow:
+            return await uow.dead_letters.list(
+                bot_id, include_resolved=include_resolved, limit=limit
+            )
+
+    async def request_replay(self, bot_id: str, update_ids: Sequence[int] | None) -> int:
+        """Queue unresolved letters for replay (None: all of the bot's); returns how many."""
+        async with UnitOfWork(self._sessions) as uow:
+            marked = await uow.dead_letters.request_replay(bot_id, update_ids)
+            await uow.commit()
+        return marked
+
+    async def claim_replays(
+        self,
+        bot_ids: Collection[str],
+        owner: str,
+        *,
+        limit: int = 50,
+        stale_after: timedelta = STALE_REPLAY_CLAIM,
+    ) -> Sequence[DeadLetter]:
+        """Take queued letters of the bots ``owner`` runs; report each via :meth:`replayed`."""
+        async with UnitOfWork(self._sessions) as uow:
+            claimed = await uow.dead_letters.claim_replays(
+                bot_ids, owner, limit=limit, stale_after=stale_after
+            )
+            await uow.commit()
+        return claimed
+
+    async def replayed(
+        self,
+        letter_id: int,
+        *,
+        ok: bool,
+        error_type: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """ok: the letter is resolved; not ok: one more failed attempt is recorded."""
+        async with UnitOfWork(self._sessions) as uow:
+            await uow.dead_letters.replayed(letter_id, ok=ok, error_type=error_type, error=error)
+            await uow.commit()

@@ -214,13 +214,13 @@ class Cluster:
         }
 
     async def running(self) -> dict[str, set[str]]:
-        """Instance -> bots its heartbeat reports as running."""
-        live = sorted(await self.live())
-        raw = await self.redis.mget([self.keys.heartbeat(i) for i in live]) if live else []
-        out: dict[str, set[str]] = {}
-        for name, body in zip(live, raw, strict=True):
-            bots = orjson.loads(body).get("bots", {}) if body else {}
-            out[name] = {b for b, info in bots.items() if info.get("state") == "running"}
+        """Live instance -> bots it reports as running (in the bots' state keys)."""
+        out: dict[str, set[str]] = {name: set() for name in sorted(await self.live())}
+        raw = await self.redis.mget([self.keys.bot_state(b) for b in self.bot_ids])
+        for bot, body in zip(self.bot_ids, raw, strict=True):
+            info = orjson.loads(body) if body else {}
+            if info.get("state") == "running" and info.get("instance") in out:
+                out[info["instance"]].add(bot)
         return out
 
     async def converged(self, members: Sequence[str]) -> bool:

@@ -38,7 +38,7 @@ async def write_layout(redis: Redis, keys: RedisKeys) -> int:
     """What two LeaseCoordinators would have written, by hand; returns Redis TIME in ms."""
     now = await redis_now_ms(redis)
 
-    async def beat(instance_id: str, expiry: int, bots: dict[str, object]) -> None:
+    async def beat(instance_id: str, expiry: int) -> None:
         info = {
             "id": instance_id,
             "host": f"host-{instance_id[:5]}",
@@ -47,16 +47,19 @@ async def write_layout(redis: Redis, keys: RedisKeys) -> int:
             "version": "0.test",
             "started_ms": now - HOUR_MS,
             "heartbeat_ms": now - 2_000,
-            "bots": bots,
         }
         await redis.zadd(keys.members(), {instance_id: expiry})
         await redis.set(keys.heartbeat(instance_id), orjson.dumps(info), px=60_000)
 
-    running = {"state": "running", "pending": 2, "last_update_age": 1.5}
-    await beat("web-1:blue", now + 13_000, {"loja": running})  # ':' inside the instance id
-    await beat("web-2", now + 13_000, {"livre": {"state": "running", "pending": 0}})
-    await beat("gone", now - 1_000, {"ghost": running})  # expired score, key still there
+    await beat("web-1:blue", now + 13_000)  # ':' inside the instance id
+    await beat("web-2", now + 13_000)
+    await beat("gone", now - 1_000)  # expired score, key still there
     await redis.zadd(keys.members(), {"vanished": now + 13_000})  # score ok, heartbeat gone
+    running = {"state": "running", "pending": 2, "last_update_ms": now - 3_500}
+    await write_state(redis, keys, "loja", "web-1:blue", 7, running)
+    await write_state(redis, keys, "vip", "web-1:blue", 2, running)  # not the holder
+    await write_state(redis, keys, "livre", "web-2", 3, {"state": "running", "pending": 0})
+    await write_state(redis, keys, "ghost", "gone", 1, running)  # the holder is not live
     await redis.set(keys.lease("loja"), "web-1:blue:0123456789abcdef", px=15_000)
     await redis.set(keys.lease("vip"), "web-2:fedcba9876543210", px=15_000)
     await redis.set(keys.lease("ghost"), "gone:00aa00aa00aa00aa", px=15_000)
@@ -65,6 +68,19 @@ async def write_layout(redis: Redis, keys: RedisKeys) -> int:
     )
     await redis.mset({keys.offset("loja"): 1001, keys.offset("livre"): 55})
     return now
+
+
+async def write_state(
+    redis: Redis,
+    keys: RedisKeys,
+    bot_id: str,
+    instance_id: str,
+    epoch: int,
+    report: dict[str, object],
+) -> None:
+    """A bot state key as the coordinator of ``instance_id`` writes it."""
+    value = {"instance": instance_id, "epoch": epoch, "last_update_ms": None, **report}
+    await redis.set(keys.bot_state(bot_id), orjson.dumps(value), px=86_400_000)
 
 
 def by_id(status: FleetStatus) -> dict[str, BotStatus]:
@@ -95,21 +111,46 @@ async def test_read_status_reports_live_instances_and_owners(
     loja = bots["loja"]
     assert (loja.owner, loja.owner_live, loja.epoch, loja.offset) == ("web-1:blue", True, 7, 1001)
     assert (loja.state, loja.pending) == ("running", 2)
-    # 1.5 s old when the heartbeat was written, 2 s ago in Redis TIME.
+    # 3.5 s before the snapshot, in Redis TIME (the local clock says 1970).
     assert loja.last_update_age_s is not None and 3.5 <= loja.last_update_age_s < 8.5
 
-    vip = bots["vip"]  # leased, but web-2's heartbeat has no entry for it
+    vip = bots["vip"]  # leased by web-2, which has not reported it (web-1's report is stale)
     assert (vip.owner, vip.state, vip.pending) == ("web-2", "held", None)
     assert vip.last_update_age_s is None
 
     livre = bots["livre"]  # free; web-2 still reports it (handed off), which does not matter
     assert (livre.owner, livre.state, livre.epoch, livre.offset) == (None, "unowned", 3, 55)
 
-    ghost = bots["ghost"]  # lease of an instance that is no longer live
+    ghost = bots["ghost"]  # lease of an instance that is no longer live: its report is stale
     assert (ghost.owner, ghost.owner_live, ghost.state) == ("gone", False, "held")
+    assert (ghost.pending, ghost.last_update_age_s) == (None, None)
 
     off = bots["pausado"]
     assert (off.owner, off.epoch, off.offset, off.state) == (None, None, None, "disabled")
+
+
+async def test_a_state_is_shown_only_under_the_lease_it_was_written_in(
+    redis: Redis, redis_keys: RedisKeys
+) -> None:
+    now = await write_layout(redis, redis_keys)
+    # loja's lease changed hands within web-1:blue (a restart, epoch 8): the report of
+    # epoch 7 is from the runner before.
+    await redis.incr(redis_keys.epoch("loja"))
+    await write_state(redis, redis_keys, "vip", "web-2", 2, {"state": "stopping", "pending": 1})
+    status = by_id(await read_status(redis, redis_keys, BOTS))
+    assert (status["loja"].epoch, status["loja"].state, status["loja"].pending) == (8, "held", None)
+    assert (status["vip"].state, status["vip"].pending) == ("stopping", 1)
+    assert status["vip"].last_update_age_s is None
+
+    await redis.set(redis_keys.bot_state("vip"), b"not json")
+    assert by_id(await read_status(redis, redis_keys, BOTS))["vip"].state == "held"
+
+    await write_state(
+        redis, redis_keys, "loja", "web-1:blue", 8, {"state": "running", "last_update_ms": now}
+    )
+    loja = by_id(await read_status(redis, redis_keys, BOTS))["loja"]
+    assert (loja.state, loja.pending) == ("running", None)
+    assert loja.last_update_age_s is not None and 0 <= loja.last_update_age_s < 5
 
 
 async def test_empty_redis_and_no_bots(redis: Redis, redis_keys: RedisKeys) -> None:

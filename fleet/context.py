@@ -1,0 +1,106 @@
+"""What flows through one bot's pipeline, typed: workflow data, the update's scope, outcomes.
+
+A leaf: handlers and middlewares read :class:`UpdateData` (aiogram hands them a
+plain dict; ``cast`` it once), and the runtime fills it. The sender is seen
+through :class:`SendService`, so this module depends on nothing of ours but
+other leaves.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
+
+from aiogram.types import Chat, TelegramObject, Update, User
+
+from fleet.config import BotConfig, FunnelConfig
+from fleet.metrics import FleetMetrics
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+"""An aiogram middleware's ``handler`` argument: the rest of the chain."""
+
+ChatKind = Literal["private", "group"]
+
+
+class Outcome(enum.StrEnum):
+    """What became of one update (the ``outcome`` label of ``botfleet_updates_total``)."""
+
+    HANDLED = "handled"  # the pipeline ran to the end (a handler matched or none did)
+    DUPLICATE = "duplicate"  # done before: a redelivery, skipped
+    THROTTLED = "throttled"  # over the user's flood limit: dropped
+    DEBOUNCED = "debounced"  # a repeated /start within the window: dropped
+    FAILED = "failed"  # failed for good or too often: stored in dead letters
+    MALFORMED = "malformed"  # not an update aiogram can read: stored in dead letters
+
+
+SendResult = Literal["ok", "skipped", "orphaned", "blocked", "failed", "uncertain"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    result: SendResult
+    message_id: int | None = None
+    description: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+
+@dataclass(slots=True)
+class UpdateScope:
+    """One update while the runtime handles it; lives across its retries.
+
+    Sends made for the update name it, so that the update's completion also
+    settles their idempotency keys (one Redis round trip for all of them) and
+    a retry of the same update may take back a claim whose release failed.
+    """
+
+    bot_id: str
+    update_id: int
+    epoch: int  # the lease epoch the update was claimed under
+    attempt: int = 1
+    acknowledged: list[str] = field(default_factory=list)  # keys Telegram acknowledged
+    unsent: set[str] = field(default_factory=set)  # claimed, surely not sent, not released
+
+
+class SendService(Protocol):
+    """What handlers may ask of the sender (``fleet.sender.Sender`` implements it)."""
+
+    def key(self, bot_id: str, purpose: str, *parts: str | int) -> str:
+        """The idempotency key of one logical send."""
+        ...
+
+    async def send_message(
+        self,
+        bot_id: str,
+        chat_id: int,
+        text: str,
+        *,
+        key: str | None,
+        scope: UpdateScope | None = None,
+        reply_markup: dict[str, Any] | None = None,
+        parse_mode: str | None = None,
+        chat_kind: ChatKind = "private",
+    ) -> SendOutcome: ...
+
+
+class FleetData(TypedDict):
+    """A bot's Dispatcher workflow data: set once, when its Dispatcher is built."""
+
+    bot_id: str
+    bot_config: BotConfig
+    funnel: FunnelConfig
+    sender: SendService
+    metrics: FleetMetrics
+
+
+class UpdateData(FleetData):
+    """What a middleware or handler sees for one update (aiogram adds the ``event_*`` keys)."""
+
+    scope: UpdateScope
+    event_update: NotRequired[Update]
+    event_from_user: NotRequired[User | None]
+    event_chat: NotRequired[Chat | None]

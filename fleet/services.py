@@ -1,0 +1,141 @@
+"""Building what every runner shares, for the composition root (``fleet.supervisor``).
+
+Each resource is pushed on the caller's ``AsyncExitStack`` as it is made, so
+they close in reverse order, after every bot has stopped. Redis must answer
+at start (leases, claims and rate limits live there); PostgreSQL need not:
+bots poll and answer while it is away, rows wait in their bounded batches,
+failures that must be stored are retried, and the bot registry is written
+once the database is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import aiohttp
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fleet.batcher import BatchWriter
+from fleet.config import FleetConfig
+from fleet.errors import ServiceUnavailable
+from fleet.metrics import FleetMetrics
+from fleet.pipeline import UpdatePipeline
+from fleet.ratelimit import SendGate
+from fleet.runner import RunnerServices
+from fleet.sender import Sender
+from fleet.sequencer import ChatSequencer
+from middlewares.admission import BatchAdmission
+from storage.batching import CommandBatcher
+from storage.database import create_engine, create_session_factory, ping_database
+from storage.idempotency import SendLedger
+from storage.keys import RedisKeys
+from storage.redis import create_redis, ping_redis
+from storage.repositories.messages import MessageRecord
+from storage.repositories.users import UserSeen
+from storage.services import BotRegistry, DeadLetters, MessageLog, SessionFactory, UserActivity
+from storage.updates import UpdateClaims
+
+log = logging.getLogger(__name__)
+
+HealthCheck = tuple[str, Callable[[], Awaitable[None]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    runner: RunnerServices
+    redis: Redis
+    keys: RedisKeys
+    engine: AsyncEngine
+    sessions: SessionFactory
+    batcher: CommandBatcher
+    dead_letters: DeadLetters
+    messages: BatchWriter[MessageRecord]
+    health: list[HealthCheck]
+
+
+async def build_services(
+    config: FleetConfig, stack: AsyncExitStack, metrics: FleetMetrics
+) -> Services:
+    redis = create_redis(config.redis)
+    stack.push_async_callback(redis.aclose)
+    await ping_redis(redis, "redis", config.redis.connect_timeout)
+    engine = create_engine(config.database)
+    stack.push_async_callback(engine.dispose)
+    try:
+        await ping_database(engine, config.database.connect_timeout)
+    except ServiceUnavailable as exc:
+        log.error("%s; bots run meanwhile, rows wait in their batches", exc)
+    sessions = create_session_factory(engine)
+    keys = RedisKeys(config.redis.key_prefix)
+    runtime = config.runtime
+
+    batcher = CommandBatcher(redis, timeout=config.redis.command_timeout)
+    stack.push_async_callback(batcher.aclose)
+    ledger = SendLedger(batcher, keys)
+    gate = SendGate(batcher, keys, ledger)
+    stack.push_async_callback(gate.aclose)
+    claims = UpdateClaims(
+        batcher,
+        keys,
+        flood_limit=runtime.user_messages_per_minute,
+        debounce_seconds=runtime.start_debounce_seconds,
+    )
+
+    # Long polls get their own unbounded pool: one open connection per bot by design.
+    poll_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    stack.push_async_callback(poll_session.close)
+    # Every admitted update may be sending at once: no send waits for a connection.
+    send_limit = runtime.max_concurrent_updates + 64
+    send_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=send_limit, limit_per_host=0)
+    )
+    stack.push_async_callback(send_session.close)
+    api = TelegramAPIServer.from_base(config.telegram.api_base.rstrip("/"))
+    api_session = AiohttpSession(api=api, limit=64)
+    stack.push_async_callback(api_session.close)
+
+    messages = BatchWriter[MessageRecord]("messages", MessageLog(sessions).record, metrics=metrics)
+    users = BatchWriter[UserSeen](
+        "users",
+        UserActivity(sessions).record_seen,
+        key=lambda seen: (seen.bot_id, seen.telegram_user_id),
+        metrics=metrics,
+    )
+    dead_letters = DeadLetters(sessions)
+    sender = Sender(send_session, config.telegram.api_base, gate, ledger, messages, metrics)
+    runner = RunnerServices(
+        telegram=config.telegram,
+        runtime=runtime,
+        public_url=config.http.public_url,
+        poll_session=poll_session,
+        api_session=api_session,
+        sequencer=ChatSequencer(runtime.max_concurrent_updates, runtime.max_updates_per_bot),
+        sender=sender,
+        claims=claims,
+        admission=BatchAdmission(claims),
+        pipeline=UpdatePipeline(dead_letters, attempts=runtime.update_attempts),
+        registry=BotRegistry(sessions),
+        users=users,
+        metrics=metrics,
+    )
+    health: list[HealthCheck] = [
+        ("redis", lambda: ping_redis(redis, "redis", 2.0)),
+        ("database", lambda: ping_database(engine, 2.0)),
+    ]
+    return Services(
+        runner=runner,
+        redis=redis,
+        keys=keys,
+        engine=engine,
+        sessions=sessions,
+        batcher=batcher,
+        dead_letters=dead_letters,
+        messages=messages,
+        health=health,
+    )

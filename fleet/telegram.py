@@ -1,0 +1,132 @@
+"""The Telegram wire: one POST to ``{api_base}/bot{token}/{method}`` and what its answer means.
+
+The poll loop, webhook set-up and the sender all go through :func:`call`, so a
+status code means the same everywhere: 401 :class:`Unauthorized`, 409
+:class:`Conflict`, 429 :class:`RetryAfter`, 403 :class:`Blocked`, other 4xx
+:class:`Refused`, 5xx :class:`ServerError`, and a connection problem
+:class:`NetworkError` that says whether the request may have reached
+Telegram. Only the method name and the status ever appear in an error: the
+URL carries the bot token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from fleet.errors import FleetError
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class TelegramError(FleetError):
+    """Telegram answered with an error, or could not be reached."""
+
+    kind = "error"
+
+    def __init__(self, method: str, description: str) -> None:
+        super().__init__(f"{method}: {description}")
+        self.method = method
+        self.description = description
+
+
+class Unauthorized(TelegramError):
+    kind = "unauthorized"  # 401: the token is revoked or wrong
+
+
+class Conflict(TelegramError):
+    kind = "conflict"  # 409: another getUpdates poller, or a webhook is set
+
+
+class RetryAfter(TelegramError):
+    kind = "retry_after"  # 429: Telegram did not act on it; wait, then again
+
+    def __init__(self, method: str, description: str, retry_after: float) -> None:
+        super().__init__(method, description)
+        self.retry_after = retry_after
+
+
+class Blocked(TelegramError):
+    kind = "blocked"  # 403: the user blocked the bot or is gone
+
+
+class Refused(TelegramError):
+    kind = "client"  # other 4xx: Telegram will never accept this request
+
+
+class ServerError(TelegramError):
+    kind = "server"  # 5xx: Telegram did not act on it; try again later
+
+
+class Malformed(TelegramError):
+    kind = "malformed"  # an answer that is not the Bot API envelope
+
+
+class NetworkError(TelegramError):
+    """No answer. ``sent`` False: surely nothing reached Telegram (safe to send again)."""
+
+    kind = "network"
+
+    def __init__(self, method: str, description: str, *, sent: bool) -> None:
+        super().__init__(method, description)
+        self.sent = sent
+
+
+def method_url(api_base: str, token: str, method: str) -> str:
+    return f"{api_base.rstrip('/')}/bot{token}/{method}"
+
+
+def timeouts(read: float, connect: float = 10.0) -> aiohttp.ClientTimeout:
+    """``connect`` covers waiting for a pooled connection and connecting: nothing sent yet."""
+    return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=read)
+
+
+async def call(
+    session: aiohttp.ClientSession,
+    url: str,
+    method: str,
+    body: bytes,
+    timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own per-request timeouts
+) -> Any:
+    """POST one request; the ``result`` of a successful answer, or a :class:`TelegramError`."""
+    try:
+        async with session.post(url, data=body, headers=_JSON, timeout=timeout) as response:
+            status, raw = response.status, await response.read()
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        # Refused, unresolvable, or no pooled connection in time: not one byte went out.
+        raise NetworkError(method, type(exc).__name__, sent=False) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The request may have left: whether Telegram acted on it is unknown.
+        raise NetworkError(method, type(exc).__name__, sent=True) from None
+    return decode(method, status, raw)
+
+
+def decode(method: str, status: int, raw: bytes) -> Any:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        answer = None
+    if status == 200 and isinstance(answer, dict) and answer.get("ok") is True:
+        return answer.get("result")
+    if not isinstance(answer, dict):
+        if status >= 500:
+            raise ServerError(method, f"HTTP {status}")
+        raise Malformed(method, f"HTTP {status}, not a Bot API answer")
+    description = str(answer.get("description") or f"HTTP {status}")
+    if status == 429:
+        parameters = answer.get("parameters")
+        retry = parameters.get("retry_after", 1) if isinstance(parameters, dict) else 1
+        raise RetryAfter(method, description, float(retry) if _number(retry) else 1.0)
+    if status >= 500:
+        raise ServerError(method, description)
+    error = _BY_STATUS.get(status, Refused)
+    raise error(method, description)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+_BY_STATUS: dict[int, type[TelegramError]] = {401: Unauthorized, 403: Blocked, 409: Conflict}
