@@ -20,7 +20,9 @@ WELCOME = "Bem-vindo! Escolha um plano abaixo."
 
 
 async def main(api_base: str, tokens: list[str]) -> None:
-    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base))
+    # One pool for polls and sends: its default of 100 connections is all taken by the
+    # long polls of 100 bots and sends time out; a sane deployment raises it.
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base), limit=len(tokens) + 100)
     bots = [Bot(token, session=session) for token in tokens]
     router = Router()
 

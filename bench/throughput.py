@@ -86,8 +86,10 @@ def write_config(
         "redis": {"url": redis_url, "key_prefix": prefix, "pool_size": 128},
         "database": {"url": db_url},
         "http": {"host": "127.0.0.1", "port": 0},
-        "telegram": {"api_base": emulator_url, "polling_timeout": 10},
-        "runtime": {"user_messages_per_minute": 1000, "watchdog": False},
+        "telegram": {"api_base": emulator_url, "polling_timeout": 10}
+        | yaml.safe_load(os.environ.get("BENCH_TELEGRAM", "{}")),
+        "runtime": {"user_messages_per_minute": 1000, "watchdog": False}
+        | yaml.safe_load(os.environ.get("BENCH_RUNTIME", "{}")),
         "funnels": {"main": {"welcome": {"text": WELCOME}, "fallback": {"text": "?"}}},
         "bots": [{"id": f"b{i:05d}", "token": token(i), "funnel": "main"} for i in range(bots)],
     }
@@ -183,7 +185,11 @@ async def workload(
         assert isinstance(counters, dict)
         return bool(counters["sent"] >= warmed["sent"] + bots)
 
-    await until(warm_sent, 120, "warm-up welcomes did not arrive")
+    try:
+        await until(warm_sent, 120, "warm-up welcomes did not arrive")
+    except TimeoutError:
+        print("counters at the timeout:", await control(http, emu.base_url, "counters"))
+        raise
     await control(http, emu.base_url, "reset_transcripts")
     before = await control(http, emu.base_url, "counters")
     assert isinstance(before, dict)
@@ -195,6 +201,7 @@ async def workload(
     redis_before = await redis_figures(*redis) if redis else None
     spy = await start_profiler(pid, profile) if profile else None
     cpu_before = cpu_seconds(pid)
+    core0_before = emu.cpu_seconds() + cpu_seconds(os.getpid())
     started = time.monotonic()
     sem = asyncio.Semaphore(64)
 
@@ -215,6 +222,7 @@ async def workload(
     await until(all_sent, 600, "not every welcome arrived")
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(pid) - cpu_before
+    core0 = emu.cpu_seconds() + cpu_seconds(os.getpid()) - core0_before
     if spy is not None:
         await stop_profiler(spy)
     latencies = await control(http, emu.base_url, "reply_latencies")
@@ -229,6 +237,8 @@ async def workload(
         "p95_ms": q[94],
         "p99_ms": q[98],
         "cpu_ms_per_update": 1000 * cpu / updates,
+        "fleet_core_busy": cpu / elapsed,  # the fleet's share of its core
+        "emulator_core_busy": core0 / elapsed,  # emulator + this load generator, core 0
     }
     if redis_before is not None and redis is not None:
 
@@ -409,7 +419,7 @@ async def measure(
             print(f"profile: {top}")
         tokens = work / "tokens.txt"
         tokens.write_text("\n".join(token(i) for i in range(args.bots)))
-        baseline = await start(str(BASELINE), emu.base_url, str(tokens))
+        baseline = await start(str(BASELINE), emu.base_url, str(tokens), log=work / "baseline.log")
         try:
             results["baseline"] = await workload(http, emu, baseline.pid, args.bots, args.users)
         finally:
@@ -444,6 +454,7 @@ def _line(r: dict[str, float]) -> str:
     line = (
         f"{r['per_second']:.0f} updates/s, p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
         f"p99 {r['p99_ms']:.0f} ms, {r['cpu_ms_per_update']:.2f} ms CPU per update"
+        f" (core busy: fleet {r['fleet_core_busy']:.0%}, emulator {r['emulator_core_busy']:.0%})"
     )
     if "redis_round_trips" in r:
         line += (

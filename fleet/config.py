@@ -116,6 +116,19 @@ class HttpConfig(_Section):
     _blank = field_validator("public_url", mode="before")(_blank_to_none)
 
 
+class SendLimitsConfig(_Section):
+    """Telegram's flood limits, kept by every instance together (token buckets in Redis)."""
+
+    bot_per_second: float = Field(
+        default=30.0, gt=0, le=10_000, description="Messages per second per bot (paid: 1000)."
+    )
+    bot_burst: float = Field(default=30.0, ge=1, le=10_000)
+    chat_per_second: float = Field(default=1.0, gt=0, le=100, description="Per private chat.")
+    chat_burst: float = Field(default=3.0, ge=1, le=100)
+    group_per_minute: float = Field(default=20.0, gt=0, le=6_000, description="Per group chat.")
+    group_burst: float = Field(default=20.0, ge=1, le=6_000)
+
+
 class TelegramConfig(_Section):
     api_base: str = Field(default="https://api.telegram.org", pattern=r"^https?://[^\s]+$")
     mode: Literal["polling", "webhook"] = "polling"
@@ -124,6 +137,7 @@ class TelegramConfig(_Section):
         default=None,
         description="Instance secret from which each bot's webhook secret token is derived.",
     )
+    send_limits: SendLimitsConfig = Field(default_factory=SendLimitsConfig)
 
     _blank = field_validator("webhook_secret", mode="before")(_blank_to_none)
 

@@ -8,9 +8,10 @@ everything from there on. Each batch is admitted in one Redis round trip
 waits when the bot's share is full, and fetching waits with it.
 
 While updates are in flight a poll returns them again, so the loop does not
-poll each time one finishes: it polls once they are all settled, or at most
-every ``REPOLL_MIN`` s when the offset moved, or every ``REPOLL_MAX`` s to take
-new updates of other chats while an old one is slow. ``limit`` is what was
+poll each time one finishes: it polls once they are all settled or only a few
+are left (``REFETCH_CHEAP``), at most every ``REPOLL_MIN`` s while more are in
+flight and the offset moved, and every ``REPOLL_MAX`` s to take new updates of
+other chats while an old one is slow. ``limit`` is what was
 already seen plus the bot's free share, so a poll never fetches more than the
 bot may start.
 
@@ -49,8 +50,9 @@ ALLOWED_UPDATES = (
     "chat_join_request",
     "pre_checkout_query",
 )
-REPOLL_MIN = 0.2
+REPOLL_MIN = 0.05
 REPOLL_MAX = 2.0
+REFETCH_CHEAP = 8  # this few updates fetched again cost less than waiting REPOLL_MIN
 SKIPPED = {
     Decision.DUPLICATE: Outcome.DUPLICATE,
     Decision.THROTTLED: Outcome.THROTTLED,
@@ -145,7 +147,7 @@ class PollLoop:
             if since >= REPOLL_MAX and bot.lane.free:
                 return
             if bot.completion.progress.is_set():
-                if since < REPOLL_MIN:
+                if since < REPOLL_MIN and bot.tracker.known > REFETCH_CHEAP:
                     await asyncio.sleep(REPOLL_MIN - since)  # pacing: one poll per interval
                 return
             try:

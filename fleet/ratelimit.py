@@ -201,8 +201,29 @@ class SendGate:
         try:
             async with asyncio.timeout(max_wait):
                 return await waiter.future
-        except TimeoutError:
-            raise RateLimitTimeout(f"bot {bot_id}: no send slot within {max_wait:g} s") from None
+        except BaseException as exc:
+            self._unclaim(waiter)
+            if isinstance(exc, TimeoutError):
+                raise RateLimitTimeout(
+                    f"bot {bot_id}: no send slot within {max_wait:g} s"
+                ) from None
+            raise
+
+    def _unclaim(self, waiter: _Waiter) -> None:
+        """The caller left as its grant landed: that claim must not stay (nothing goes out)."""
+        future = waiter.future
+        granted = future.done() and not future.cancelled() and future.exception() is None
+        if granted and future.result() == "granted" and waiter.key and waiter.mode != "h":
+            task = asyncio.ensure_future(self._release_quietly(waiter))
+            self._askers.add(task)
+            task.add_done_callback(self._askers.discard)
+
+    async def _release_quietly(self, waiter: _Waiter) -> None:
+        assert waiter.key is not None
+        try:
+            await self._ledger.release(waiter.key, waiter.epoch)
+        except Exception:
+            log.warning("an unused send claim stays until it expires (Redis)")
 
     async def pause(self, bot_id: str, seconds: float) -> None:
         """After a 429: hold every instance's sends for this bot; never shortens a pause."""
@@ -231,7 +252,7 @@ class SendGate:
                         async with asyncio.timeout(max(0.0, earliest - now)):
                             await queue.arrived.wait()
                     continue
-                await self._ask_once(bot_id, queue, batch, loop.time())
+                await self._ask_once(bot_id, queue, batch, loop)
         except Exception as exc:  # never strand a waiter: they learn what went wrong
             log.exception("bot %s: send grants failed", bot_id)
             for waiter in queue.waiters:
@@ -261,7 +282,7 @@ class SendGate:
         return batch, earliest
 
     async def _ask_once(
-        self, bot_id: str, queue: _BotQueue, batch: list[_Waiter], now: float
+        self, bot_id: str, queue: _BotQueue, batch: list[_Waiter], loop: asyncio.AbstractEventLoop
     ) -> None:
         bot = self._limits.bot
         keys = [self._keys.send_pause(bot_id), self._keys.rate(bot_id, "bot")]
@@ -277,6 +298,7 @@ class SendGate:
                 if not waiter.future.done():
                     waiter.future.set_exception(exc)
             return
+        now = loop.time()  # waits are counted from Redis's answer, not from the question
         for waiter, raw in zip(batch, answers, strict=True):
             answer = raw.decode() if isinstance(raw, bytes) else str(raw)
             code = answer[0]
@@ -287,11 +309,7 @@ class SendGate:
             elif not waiter.future.done():
                 waiter.future.set_result(_GRANTS[code])
             elif code == "g" and waiter.key is not None and waiter.mode != "h":
-                # The sender gave up waiting just as the grant came: nothing goes out.
-                try:
-                    await self._ledger.release(waiter.key, waiter.epoch)
-                except Exception:
-                    log.warning("bot %s: an unused send claim stays until it expires", bot_id)
+                await self._release_quietly(waiter)  # the sender gave up just before
 
     async def aclose(self) -> None:
         askers = list(self._askers)

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -39,6 +38,7 @@ from fleet.completion import Completion
 from fleet.config import BotConfig, FunnelConfig, RuntimeConfig, TelegramConfig
 from fleet.context import FleetData, Outcome, UpdateScope
 from fleet.dispatch import build_dispatcher
+from fleet.http import HttpPool
 from fleet.metrics import FleetMetrics
 from fleet.offsets import OffsetTracker
 from fleet.ownership import BotFence, OpenFence
@@ -75,7 +75,7 @@ class RunnerServices:
     telegram: TelegramConfig
     runtime: RuntimeConfig
     public_url: str | None  # webhook mode: where Telegram reaches this instance
-    poll_session: aiohttp.ClientSession  # long polls only: they never starve sends
+    poll_http: HttpPool  # long polls only (unbounded): they never starve sends
     api_session: AiohttpSession  # aiogram's own calls (rare: sends go through the sender)
     sequencer: ChatSequencer
     sender: Sender
@@ -123,7 +123,7 @@ class BotRunner:
         self._poller: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
         self._accepting = False  # webhook mode: the webhook points here and we take updates
-        self._inflight = 0  # webhook mode: accepted, not finished
+        self._inflight: dict[int, asyncio.Future[bool]] = {}  # webhook mode: accepted, running
         self._confirmed = start or 0  # the offset Telegram was last told
         self._unsubscribe: Callable[[], None] = self.fence.on_lost(self.lose)
 
@@ -166,10 +166,10 @@ class BotRunner:
 
     async def api(self, method: str, payload: dict[str, Any], within: float) -> Any:
         """A control call (getUpdates, setWebhook, ...) on the poll pool."""
-        s = self._services
-        url = telegram.method_url(s.telegram.api_base, self._token, method)
-        body = orjson.dumps(payload)
-        return await telegram.call(s.poll_session, url, method, body, telegram.timeouts(within))
+        path = telegram.method_path(self._token, method)
+        return await telegram.call(
+            self._services.poll_http, path, method, orjson.dumps(payload), within
+        )
 
     async def give_up(self, error: telegram.TelegramError) -> bool:
         """401 and 409 stop this bot; anything else is tried again."""
@@ -201,7 +201,7 @@ class BotRunner:
 
     @property
     def pending(self) -> int:
-        return self.tracker.pending + self._inflight
+        return self.tracker.pending + len(self._inflight)
 
     @property
     def webhook_mode(self) -> bool:
@@ -350,43 +350,50 @@ class BotRunner:
         if not self._accepting:
             return False
         update_id = int(raw["update_id"])
+        running = self._inflight.get(update_id)
+        if running is not None:
+            # Telegram delivered it again while the first delivery runs (it timed out on
+            # us): our own claim would let it in a second time; share the first's answer.
+            return await asyncio.shield(running)
         self.counters.received.inc()
         self.last_update_at = time.monotonic()
         s = self._services
-        try:
-            [decision] = await s.admission.admit(
-                self.bot_id, self.fence.epoch, [(update_id, raw)], by_offset=False
-            )
-        except Exception as exc:
-            log.warning("bot %s: update %s not admitted (%s)", self.bot_id, update_id, exc)
-            return False
-        if decision is Decision.BUSY:
-            return False
-        if decision is not Decision.RUN:
-            self.counters.outcomes[SKIPPED[decision]].inc()
-            return True
         finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        job = self.start_job(update_id, raw)
-
-        async def run() -> None:
-            try:
-                await job()
-                finished.set_result(True)
-            finally:
-                if not finished.done():
-                    finished.set_result(False)
-                self._inflight -= 1
-
-        self._inflight += 1
+        self._inflight[update_id] = finished
         try:
-            await self.lane.submit(chat_of(raw), run)
-        except LaneClosed:
-            self._inflight -= 1
-            return False  # stopping: Telegram delivers it again, to the next owner
-        except asyncio.CancelledError:
-            self._inflight -= 1
-            raise
-        return await finished
+            try:
+                [decision] = await s.admission.admit(
+                    self.bot_id, self.fence.epoch, [(update_id, raw)], by_offset=False
+                )
+            except Exception as exc:
+                log.warning("bot %s: update %s not admitted (%s)", self.bot_id, update_id, exc)
+                finished.set_result(False)
+                return False
+            if decision is not Decision.RUN:
+                if decision is not Decision.BUSY:
+                    self.counters.outcomes[SKIPPED[decision]].inc()
+                finished.set_result(decision is not Decision.BUSY)
+                return finished.result()
+            job = self.start_job(update_id, raw)
+
+            async def run() -> None:
+                try:
+                    await job()
+                    finished.set_result(True)
+                finally:
+                    if not finished.done():
+                        finished.set_result(False)
+
+            try:
+                await self.lane.submit(chat_of(raw), run)
+            except LaneClosed:
+                finished.set_result(False)  # stopping: Telegram delivers it to the next owner
+            return await asyncio.shield(finished)
+        finally:
+            if finished.done():
+                self._inflight.pop(update_id, None)
+            else:
+                finished.add_done_callback(lambda _: self._inflight.pop(update_id, None))
 
     async def _delete_webhook(self) -> None:
         try:

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 from prometheus_client import Counter
 
 from fleet import telegram
 from fleet.batcher import BatchWriter
 from fleet.context import ChatKind, SendOutcome, SendResult, UpdateScope
+from fleet.http import HttpPool
 from fleet.metrics import FleetMetrics
 from fleet.ratelimit import ClaimMode, SendGate
 from storage.idempotency import SendLedger
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Bot:
-    url: str  # {api_base}/bot{token}/ : never logged
+    path: str  # /bot{token}/ : never logged
     epoch: int
     counters: dict[tuple[str, str], Counter]
 
@@ -50,8 +50,7 @@ class _Bot:
 class Sender:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        api_base: str,
+        http: HttpPool,
         gate: SendGate,
         ledger: SendLedger,
         messages: BatchWriter[MessageRecord],
@@ -61,10 +60,8 @@ class Sender:
         max_attempts: int = 6,
         max_wait: float = 120.0,
         request_timeout: float = 15.0,
-        connect_timeout: float = 10.0,
     ) -> None:
-        self._session = session
-        self._api_base = api_base.rstrip("/")
+        self._http = http
         self._gate = gate
         self._ledger = ledger
         self._messages = messages
@@ -72,7 +69,7 @@ class Sender:
         self._on_blocked = on_blocked
         self._max_attempts = max_attempts
         self._max_wait = max_wait
-        self._timeout = telegram.timeouts(request_timeout, connect_timeout)
+        self._timeout = request_timeout
         self._bots: dict[str, _Bot] = {}
 
     @property
@@ -83,7 +80,7 @@ class Sender:
         return self._ledger.key(bot_id, purpose, *parts)
 
     def register(self, bot_id: str, token: str, epoch: int = 0) -> None:
-        self._bots[bot_id] = _Bot(telegram.method_url(self._api_base, token, ""), epoch, {})
+        self._bots[bot_id] = _Bot(telegram.method_path(token, ""), epoch, {})
 
     def unregister(self, bot_id: str) -> None:
         self._bots.pop(bot_id, None)
@@ -186,7 +183,7 @@ class Sender:
         at_least_once: bool,
     ) -> tuple[SendOutcome, bool]:
         """(outcome, whether a request may have reached Telegram)."""
-        url = bot.url + method
+        path = bot.path + method
         body = orjson.dumps(payload)
         backoff = 0.2
         last = "no attempt"
@@ -195,7 +192,7 @@ class Sender:
             if attempt:  # the first slot came with the claim
                 await self._gate.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
             try:
-                result = await telegram.call(self._session, url, method, body, self._timeout)
+                result = await telegram.call(self._http, path, method, body, self._timeout)
             except telegram.RetryAfter as exc:
                 self._metrics.send_retry_after.labels(bot_id).inc()
                 await self._gate.pause(bot_id, exc.retry_after)

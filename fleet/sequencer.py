@@ -67,11 +67,16 @@ class ChatSequencer:
         self._admitted -= 1
         if self._admitted == 0:
             self._idle.set()
-        # Round robin: the lane that waited longest for global room goes next.
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        """Round robin: the lane that waited longest for global room looks again."""
         while self._waiting:
             lane = self._waiting.popleft()
             if lane.wake():
-                break
+                if lane.waiting:
+                    self._waiting.append(lane)  # its other submits wait for their own turn
+                return
 
     def _forget(self, lane: BotLane) -> None:
         if self._lanes.get(lane.bot_id) is lane:
@@ -134,16 +139,21 @@ class BotLane:
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
 
+    @property
+    def waiting(self) -> bool:
+        return any(not waiter.done() for waiter in self._waiters)
+
     async def _wait_room(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        if self.admitted < self._sequencer.per_bot:  # blocked by the global cap
-            self._sequencer._waiting.append(self)
+        queue = self._sequencer._waiting
+        if self.admitted < self._sequencer.per_bot and self not in queue:
+            queue.append(self)  # blocked by the global cap: one turn per lane, not per submit
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.wake()  # we were woken but leave: pass the turn on
+            if waiter.done() and not waiter.cancelled() and not self.wake():
+                self._sequencer._wake_next()  # we were woken but leave: pass the turn on
             raise
         finally:
             if waiter in self._waiters:
@@ -212,4 +222,10 @@ class BotLane:
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        # A worker cancelled before its first step never ran its clean-up: do it here.
+        for queue in self._queues.values():
+            while queue:
+                queue.popleft()
+                self._release()
+        self._queues.clear()
         self._sequencer._forget(self)

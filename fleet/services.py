@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-import aiohttp
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from redis.asyncio import Redis
@@ -24,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fleet.batcher import BatchWriter
 from fleet.config import FleetConfig
 from fleet.errors import ServiceUnavailable
+from fleet.http import HttpPool
 from fleet.metrics import FleetMetrics
 from fleet.pipeline import UpdatePipeline
-from fleet.ratelimit import SendGate
+from fleet.ratelimit import Bucket, SendGate, SendLimits
 from fleet.runner import RunnerServices
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer
@@ -78,7 +78,17 @@ async def build_services(
     batcher = CommandBatcher(redis, timeout=config.redis.command_timeout)
     stack.push_async_callback(batcher.aclose)
     ledger = SendLedger(batcher, keys)
-    gate = SendGate(batcher, keys, ledger)
+    limits = config.telegram.send_limits
+    gate = SendGate(
+        batcher,
+        keys,
+        ledger,
+        SendLimits(
+            bot=Bucket(limits.bot_per_second, limits.bot_burst),
+            private_chat=Bucket(limits.chat_per_second, limits.chat_burst),
+            group=Bucket(limits.group_per_minute / 60, limits.group_burst),
+        ),
+    )
     stack.push_async_callback(gate.aclose)
     claims = UpdateClaims(
         batcher,
@@ -88,14 +98,11 @@ async def build_services(
     )
 
     # Long polls get their own unbounded pool: one open connection per bot by design.
-    poll_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    stack.push_async_callback(poll_session.close)
+    poll_http = HttpPool(config.telegram.api_base, limit=0)
+    stack.push_async_callback(poll_http.aclose)
     # Every admitted update may be sending at once: no send waits for a connection.
-    send_limit = runtime.max_concurrent_updates + 64
-    send_session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=send_limit, limit_per_host=0)
-    )
-    stack.push_async_callback(send_session.close)
+    send_http = HttpPool(config.telegram.api_base, limit=runtime.max_concurrent_updates + 64)
+    stack.push_async_callback(send_http.aclose)
     api = TelegramAPIServer.from_base(config.telegram.api_base.rstrip("/"))
     api_session = AiohttpSession(api=api, limit=64)
     stack.push_async_callback(api_session.close)
@@ -108,12 +115,12 @@ async def build_services(
         metrics=metrics,
     )
     dead_letters = DeadLetters(sessions)
-    sender = Sender(send_session, config.telegram.api_base, gate, ledger, messages, metrics)
+    sender = Sender(send_http, gate, ledger, messages, metrics)
     runner = RunnerServices(
         telegram=config.telegram,
         runtime=runtime,
         public_url=config.http.public_url,
-        poll_session=poll_session,
+        poll_http=poll_http,
         api_session=api_session,
         sequencer=ChatSequencer(runtime.max_concurrent_updates, runtime.max_updates_per_bot),
         sender=sender,

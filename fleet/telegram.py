@@ -1,7 +1,7 @@
 """The Telegram wire: one POST to ``{api_base}/bot{token}/{method}`` and what its answer means.
 
-The poll loop, webhook set-up and the sender all go through :func:`call`, so a
-status code means the same everywhere: 401 :class:`Unauthorized`, 409
+The poll loop, webhook set-up and the sender all go through :func:`call` (over
+``fleet.http``), so a status code means the same everywhere: 401 :class:`Unauthorized`, 409
 :class:`Conflict`, 429 :class:`RetryAfter`, 403 :class:`Blocked`, other 4xx
 :class:`Refused`, 5xx :class:`ServerError`, and a connection problem
 :class:`NetworkError` that says whether the request may have reached
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import orjson
 
 from fleet.errors import FleetError
-
-_JSON = {"Content-Type": "application/json"}
+from fleet.http import HttpPool, NoAnswer, NotSent
 
 
 class TelegramError(FleetError):
@@ -74,32 +72,21 @@ class NetworkError(TelegramError):
         self.sent = sent
 
 
-def method_url(api_base: str, token: str, method: str) -> str:
-    return f"{api_base.rstrip('/')}/bot{token}/{method}"
+def method_path(token: str, method: str) -> str:
+    """The request path below the API base (it carries the token: never logged)."""
+    return f"/bot{token}/{method}"
 
 
-def timeouts(read: float, connect: float = 10.0) -> aiohttp.ClientTimeout:
-    """``connect`` covers waiting for a pooled connection and connecting: nothing sent yet."""
-    return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=read)
-
-
-async def call(
-    session: aiohttp.ClientSession,
-    url: str,
-    method: str,
-    body: bytes,
-    timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own per-request timeouts
-) -> Any:
+async def call(client: HttpPool, path: str, method: str, body: bytes, read_timeout: float) -> Any:
     """POST one request; the ``result`` of a successful answer, or a :class:`TelegramError`."""
     try:
-        async with session.post(url, data=body, headers=_JSON, timeout=timeout) as response:
-            status, raw = response.status, await response.read()
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        # Refused, unresolvable, or no pooled connection in time: not one byte went out.
-        raise NetworkError(method, type(exc).__name__, sent=False) from None
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        # The request may have left: whether Telegram acted on it is unknown.
-        raise NetworkError(method, type(exc).__name__, sent=True) from None
+        status, raw = await client.post(path, body, read_timeout=read_timeout)
+    except NotSent as exc:
+        # Refused, no connection in time, closed before the write: not one byte went out.
+        raise NetworkError(method, str(exc), sent=False) from None
+    except NoAnswer as exc:
+        # The request left: whether Telegram acted on it is unknown.
+        raise NetworkError(method, str(exc), sent=True) from None
     return decode(method, status, raw)
 
 

@@ -83,12 +83,13 @@ class MessageLog:
         self._sessions = session_factory
 
     async def record(self, records: Sequence[MessageRecord]) -> int:
+        """Log a batch (messages already logged are skipped); returns the rows sent."""
         if not records:
             return 0
         async with UnitOfWork(self._sessions) as uow:
-            inserted = await uow.messages.add_many(records)
+            sent = await uow.messages.add_many(records)
             await uow.commit()
-        return inserted
+        return sent
 
 
 class DeadLetters:

@@ -75,21 +75,22 @@ class BotUserRepository:
             }
             for s in rows
         ]
-        # executemany on one cached statement (see MessageRepository.add_many).
-        stmt = insert(BotUser)
+        # Core executemany on one cached statement (see MessageRepository.add_many).
+        table = BotUser.__table__
+        stmt = insert(table)  # type: ignore[arg-type]
         ex = stmt.excluded
         stmt = stmt.on_conflict_do_update(
-            index_elements=[BotUser.bot_id, BotUser.telegram_user_id],
+            index_elements=[table.c.bot_id, table.c.telegram_user_id],
             set_={
-                "username": func.coalesce(ex.username, BotUser.username),
-                "first_name": func.coalesce(ex.first_name, BotUser.first_name),
-                "last_name": func.coalesce(ex.last_name, BotUser.last_name),
-                "language_code": func.coalesce(ex.language_code, BotUser.language_code),
+                "username": func.coalesce(ex.username, table.c.username),
+                "first_name": func.coalesce(ex.first_name, table.c.first_name),
+                "last_name": func.coalesce(ex.last_name, table.c.last_name),
+                "language_code": func.coalesce(ex.language_code, table.c.language_code),
                 "first_interaction_at": func.least(
-                    BotUser.first_interaction_at, ex.first_interaction_at
+                    table.c.first_interaction_at, ex.first_interaction_at
                 ),
                 "last_interaction_at": func.greatest(
-                    BotUser.last_interaction_at, ex.last_interaction_at
+                    table.c.last_interaction_at, ex.last_interaction_at
                 ),
             },
         )

@@ -99,8 +99,8 @@ async def test_message_log_skips_repeats(session_factory: async_sessionmaker[Asy
         MessageRecord("a", 10, 1, Direction.IN, T0, user_id=10, update_id=500, text="/start"),
         MessageRecord("a", 10, 2, Direction.OUT, T0, text="Olá"),
     ]
-    assert await log.record(batch) == 2
-    assert await log.record([*batch, MessageRecord("a", 10, 3, Direction.OUT, T0)]) == 1
+    await log.record(batch)
+    await log.record([*batch, MessageRecord("a", 10, 3, Direction.OUT, T0)])  # two repeats
     async with UnitOfWork(session_factory) as uow:
         assert await uow.messages.count("a") == 3
         assert await uow.messages.count("a", Direction.OUT) == 2
