@@ -138,6 +138,15 @@ class TelegramConfig(_Section):
         description="Instance secret from which each bot's webhook secret token is derived.",
     )
     send_limits: SendLimitsConfig = Field(default_factory=SendLimitsConfig)
+    send_attempts: int = Field(
+        default=6, ge=1, le=50, description="Tries of one send on 5xx or when nothing left."
+    )
+    send_max_wait: float = Field(
+        default=120.0,
+        gt=0,
+        le=3_600,
+        description="Longest wait for a send slot (a 429 pause); then the update is retried.",
+    )
 
     _blank = field_validator("webhook_secret", mode="before")(_blank_to_none)
 
@@ -167,6 +176,9 @@ class RuntimeConfig(_Section):
         le=100,
         description="Tries of an update failing on Redis, PostgreSQL or the network before"
         " it goes to dead letters.",
+    )
+    replay_interval: float = Field(
+        default=5.0, gt=0, le=3_600, description="How often dead letters marked for replay are run."
     )
     dispatcher_idle_seconds: float = Field(
         default=600.0,

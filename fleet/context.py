@@ -64,6 +64,7 @@ class UpdateScope:
     attempt: int = 1
     acknowledged: list[str] = field(default_factory=list)  # keys Telegram acknowledged
     unsent: set[str] = field(default_factory=set)  # claimed, surely not sent, not released
+    failure: tuple[str, str] | None = None  # (type, text) of the last error, if it failed
 
 
 class SendService(Protocol):

@@ -36,6 +36,15 @@ class NoAnswer(HttpError):
     """The request left; no complete answer came back."""
 
 
+class Progress:
+    """Set once a request's bytes are handed to the socket: from then on it may have left."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body_until_close", "_buffer", "_close_after", "_head_end", "closed", "idle_since",
@@ -187,8 +196,13 @@ class HttpPool:
     def open_connections(self) -> int:
         return self._open
 
-    async def post(self, path: str, body: bytes, *, read_timeout: float) -> tuple[int, bytes]:
-        """POST ``body`` to ``{base path}{path}``; (status, answer body)."""
+    async def post(
+        self, path: str, body: bytes, *, read_timeout: float, progress: Progress | None = None
+    ) -> tuple[int, bytes]:
+        """POST ``body`` to ``{base path}{path}``; (status, answer body).
+
+        ``progress.sent`` tells a caller that is cancelled midway whether it left.
+        """
         loop = asyncio.get_running_loop()
         connection = await self._acquire(loop)
         request = b"".join(
@@ -202,6 +216,8 @@ class HttpPool:
         if transport is None or connection.closed or transport.is_closing():
             self._discard(connection)
             raise NotSent("connection closed before the request")
+        if progress is not None:
+            progress.sent = True
         transport.write(request)
         handle = loop.call_later(read_timeout, _expire, waiter, read_timeout)
         try:

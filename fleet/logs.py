@@ -18,12 +18,14 @@ import orjson
 # "123456789:AA..." anywhere (also inside ".../bot<token>/sendMessage").
 _TOKEN_RE = re.compile(r"\d{3,20}:[A-Za-z0-9_-]{20,}")
 _URL_PASSWORD_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]+@")
+_QUERY_PASSWORD_RE = re.compile(r"(?P<key>[?&](?:ssl)?password=)[^&\s]+", re.IGNORECASE)
 
 LogFormat = Literal["text", "json"]
 
 
 def redact(text: str) -> str:
     text = _TOKEN_RE.sub("<token>", text)
+    text = _QUERY_PASSWORD_RE.sub(r"\g<key>***", text)
     return _URL_PASSWORD_RE.sub(r"\g<scheme>:***@", text)
 
 

@@ -10,8 +10,9 @@
 - An update aiogram cannot read: dead letters at once (``malformed``).
 - If the dead letter itself cannot be written, the update is tried again: it
   is never confirmed without being handled or stored.
-- Cancelled (the bot stops or loses its lease): the update stays unconfirmed
-  for the next owner.
+- Cancelled, or the bot stops while the update waits for its next try: the
+  update stays unconfirmed for the next owner (a stop never waits out a
+  back-off).
 
 The root router's error handler (``handlers``) logs and counts each failure
 with its bot id; this module decides what follows.
@@ -44,6 +45,7 @@ class PipelineBot(Protocol):
     bot_id: str
     bot: Bot
     counters: BotCounters
+    stop_requested: asyncio.Event
 
     @property
     def dispatcher(self) -> Dispatcher: ...
@@ -63,17 +65,24 @@ class UpdatePipeline:
         self._backoff = backoff
         self._backoff_max = backoff_max
 
-    async def run(self, bot: PipelineBot, scope: UpdateScope, raw: dict[str, Any]) -> Outcome:
-        """Until the update is handled or stored; raises only CancelledError."""
+    async def run(
+        self, bot: PipelineBot, scope: UpdateScope, raw: dict[str, Any], *, store: bool = True
+    ) -> Outcome | None:
+        """Until the update is handled or stored (None: left for the next owner).
+
+        ``store`` False (a replay of a dead letter): a failure is not stored again; the
+        caller records it on the letter (``scope.failure``).
+        """
         while True:
             started = time.perf_counter()
             outcome: Outcome | None
             try:
-                outcome = await self._once(bot, scope, raw)
+                outcome = await self._once(bot, scope, raw, store)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                outcome = await self._failed(bot, scope, raw, exc)
+                scope.failure = (type(exc).__name__, str(exc)[:2000])
+                outcome = await self._failed(bot, scope, raw, exc, store)
             if outcome is not None:
                 bot.counters.handle_seconds.observe(time.perf_counter() - started)
                 bot.counters.outcomes[outcome].inc()
@@ -81,9 +90,16 @@ class UpdatePipeline:
             bot.counters.retries.inc()
             delay = min(self._backoff * 2 ** (scope.attempt - 1), self._backoff_max)
             scope.attempt += 1
-            await asyncio.sleep(delay * (0.5 + random.random()))  # back-off timer
+            try:
+                async with asyncio.timeout(delay * (0.5 + random.random())):  # back-off
+                    await bot.stop_requested.wait()
+            except TimeoutError:
+                continue
+            return None  # stopping: the next owner tries it
 
-    async def _once(self, bot: PipelineBot, scope: UpdateScope, raw: dict[str, Any]) -> Outcome:
+    async def _once(
+        self, bot: PipelineBot, scope: UpdateScope, raw: dict[str, Any], store: bool
+    ) -> Outcome:
         try:
             update = Update.model_validate(raw, context={"bot": bot.bot})
         except ValidationError as exc:
@@ -91,14 +107,21 @@ class UpdatePipeline:
                 "bot %s: update %s has an unexpected shape (%s errors)",
                 bot.bot_id, scope.update_id, exc.error_count(),
             )  # fmt: skip
-            failed = FailedUpdate(bot.bot_id, scope.update_id, raw, "ValidationError", str(exc))
-            await self._dead_letters.record(failed)  # a failure here is retried
+            scope.failure = ("ValidationError", str(exc)[:2000])
+            if store:
+                failed = FailedUpdate(bot.bot_id, scope.update_id, raw, *scope.failure)
+                await self._dead_letters.record(failed)  # a failure here is retried
             return Outcome.MALFORMED
         await bot.dispatcher.feed_update(bot.bot, update, scope=scope)
         return Outcome.HANDLED
 
     async def _failed(
-        self, bot: PipelineBot, scope: UpdateScope, raw: dict[str, Any], exc: Exception
+        self,
+        bot: PipelineBot,
+        scope: UpdateScope,
+        raw: dict[str, Any],
+        exc: Exception,
+        store: bool,
     ) -> Outcome | None:
         """Dead-letter (FAILED) or retry later (None)."""
         transient = is_transient(exc)
@@ -109,6 +132,9 @@ class UpdatePipeline:
             )  # fmt: skip
             return None
         reason = f"gave up after {scope.attempt} attempts: " if transient else ""
+        if not store:
+            scope.failure = (type(exc).__name__, f"{reason}{exc}"[:2000])
+            return Outcome.FAILED
         failed = FailedUpdate(
             bot_id=bot.bot_id,
             update_id=scope.update_id,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import random
 import time
@@ -119,7 +120,7 @@ class BotRunner:
         self.last_update_at: float | None = None  # monotonic, for `botfleet status`
         self._dispatcher: Dispatcher | None = None
         self._used_at = time.monotonic()
-        self._stop = asyncio.Event()
+        self._stop = self.stop_requested = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
         self._accepting = False  # webhook mode: the webhook points here and we take updates
@@ -156,13 +157,49 @@ class BotRunner:
         return True
 
     def start_job(self, update_id: int, raw: dict[str, Any]) -> Job:
+        return functools.partial(self._run_update, update_id, raw, None)
+
+    async def _run_update(
+        self, update_id: int, raw: dict[str, Any], answer: asyncio.Future[bool] | None
+    ) -> None:
+        """Handle one update; ``answer`` (webhook mode) learns whether it was finished."""
         scope = UpdateScope(self.bot_id, update_id, self.fence.epoch)
+        outcome = None
+        try:
+            outcome = await self._services.pipeline.run(self, scope, raw)
+            if outcome is not None:
+                finished = Finished(update_id, outcome in _STORED, tuple(scope.acknowledged))
+                self.completion.add(finished)
+        finally:
+            if answer is not None and not answer.done():
+                answer.set_result(outcome is not None)
+
+    async def replay(self, raw: dict[str, Any]) -> UpdateScope | None:
+        """Run a dead letter's update again, in its chat's order; its scope tells how it went
+        (``failure`` None: handled). None: the bot stopped before it ran.
+
+        Its update id is done (admission would skip it), so it goes straight to the
+        pipeline. Sends the first run made are done in the ledger: not repeated.
+        """
+        update_id = int(raw["update_id"])
+        scope = UpdateScope(self.bot_id, update_id, self.fence.epoch)
+        ran: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
         async def job() -> None:
-            outcome = await self._services.pipeline.run(self, scope, raw)
-            self.completion.add(Finished(update_id, outcome in _STORED, tuple(scope.acknowledged)))
+            try:
+                outcome = await self._services.pipeline.run(self, scope, raw, store=False)
+                for key in scope.acknowledged:
+                    await self._services.sender.ledger.confirm(key)
+                ran.set_result(outcome is not None)
+            finally:
+                if not ran.done():
+                    ran.set_result(False)
 
-        return job
+        try:
+            await self.lane.submit(chat_of(raw), job)
+        except LaneClosed:
+            return None
+        return scope if await asyncio.shield(ran) else None
 
     async def api(self, method: str, payload: dict[str, Any], within: float) -> Any:
         """A control call (getUpdates, setWebhook, ...) on the poll pool."""
@@ -195,7 +232,7 @@ class BotRunner:
             self.state, self.reason = RunnerState.LOST, f"lease lost: {reason}"
         self.stop()
         if not self.lane.closed:
-            self._chore(self.lane.cancel())
+            self._chore(self._cancel_work())
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -246,7 +283,7 @@ class BotRunner:
     async def drain(self, grace: float) -> bool:
         """After :meth:`run` returned: finish or cancel this bot's work, settle, confirm."""
         drained = await self.lane.drain(grace)
-        await self.lane.cancel()  # what is left stops before the lease can be released
+        await self._cancel_work()  # what is left stops before the lease can be released
         if self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
         if not await self.completion.close(within=min(grace, 5.0)):
@@ -286,6 +323,12 @@ class BotRunner:
             self._confirmed = offset
         except Exception as exc:
             log.warning("bot %s: final offset not confirmed (%s)", self.bot_id, type(exc).__name__)
+
+    async def _cancel_work(self) -> None:
+        await self.lane.cancel()
+        for answer in self._inflight.values():
+            if not answer.done():
+                answer.set_result(False)  # the webhook answers 503: Telegram delivers it again
 
     def _chore(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -374,18 +417,9 @@ class BotRunner:
                     self.counters.outcomes[SKIPPED[decision]].inc()
                 finished.set_result(decision is not Decision.BUSY)
                 return finished.result()
-            job = self.start_job(update_id, raw)
-
-            async def run() -> None:
-                try:
-                    await job()
-                    finished.set_result(True)
-                finally:
-                    if not finished.done():
-                        finished.set_result(False)
-
             try:
-                await self.lane.submit(chat_of(raw), run)
+                job = functools.partial(self._run_update, update_id, raw, finished)
+                await self.lane.submit(chat_of(raw), job)
             except LaneClosed:
                 finished.set_result(False)  # stopping: Telegram delivers it to the next owner
             return await asyncio.shield(finished)

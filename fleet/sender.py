@@ -29,8 +29,9 @@ from prometheus_client import Counter
 
 from fleet import telegram
 from fleet.batcher import BatchWriter
-from fleet.context import ChatKind, SendOutcome, SendResult, UpdateScope
-from fleet.http import HttpPool
+from fleet.context import ChatKind, SendOutcome, UpdateScope
+from fleet.errors import RetryLater
+from fleet.http import HttpPool, Progress
 from fleet.metrics import FleetMetrics
 from fleet.ratelimit import ClaimMode, SendGate
 from storage.idempotency import SendLedger
@@ -38,6 +39,10 @@ from storage.models import Direction
 from storage.repositories.messages import MessageRecord
 
 log = logging.getLogger(__name__)
+
+
+class TelegramUnavailable(RetryLater):
+    """Every try of a send failed without reaching Telegram, or got a 5xx."""
 
 
 @dataclass(slots=True)
@@ -135,8 +140,10 @@ class Sender:
     ) -> SendOutcome:
         """Send once per key (at least once if asked); retry what Telegram surely did not do.
 
-        Raises :class:`fleet.ratelimit.RateLimitTimeout` (nothing sent, retry later) or the
-        Redis error that stopped the grant; every other ending is a :class:`SendOutcome`.
+        Raises :class:`fleet.errors.RetryLater` when surely nothing went out but may later
+        (no send slot within ``max_wait``, Telegram unreachable or failing every try), or
+        the Redis error that stopped the grant: the update is retried with back-off. Every
+        other ending is a :class:`SendOutcome`.
         """
         bot = self._bots.get(bot_id)
         if bot is None:
@@ -156,13 +163,13 @@ class Sender:
             return self._count(
                 bot, bot_id, method, SendOutcome(grant if grant == "orphaned" else "skipped")
             )
-        sent = False
+        progress = Progress()  # whether a request left, even if we are cancelled midway
         try:
-            outcome, sent = await self._attempts(
-                bot, bot_id, method, payload, chat_id, chat_kind, at_least_once
+            outcome = await self._attempts(
+                bot, bot_id, method, payload, chat_id, chat_kind, at_least_once, progress
             )
         except BaseException:
-            if key is not None and (not sent or at_least_once):
+            if key is not None and (not progress.sent or at_least_once):
                 # Nothing went out (or it may be repeated): let a retry claim it.
                 await self._let_go(key, epoch, scope)
             raise
@@ -181,46 +188,50 @@ class Sender:
         chat_id: int,
         chat_kind: ChatKind,
         at_least_once: bool,
-    ) -> tuple[SendOutcome, bool]:
-        """(outcome, whether a request may have reached Telegram)."""
+        progress: Progress,
+    ) -> SendOutcome:
         path = bot.path + method
         body = orjson.dumps(payload)
         backoff = 0.2
         last = "no attempt"
-        sent = False
+        maybe_sent = False  # an earlier try left and got no answer (at least once goes on)
         for attempt in range(self._max_attempts):
             if attempt:  # the first slot came with the claim
                 await self._gate.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
             try:
-                result = await telegram.call(self._http, path, method, body, self._timeout)
+                result = await telegram.call(
+                    self._http, path, method, body, self._timeout, progress
+                )
             except telegram.RetryAfter as exc:
+                progress.sent = maybe_sent  # answered: Telegram did not act on this one
                 self._metrics.send_retry_after.labels(bot_id).inc()
                 await self._gate.pause(bot_id, exc.retry_after)
                 continue  # the gate waits the pause out before the next try
             except telegram.NetworkError as exc:
-                if exc.sent:
-                    sent = True
-                    if not at_least_once:
-                        log.warning(
-                            "bot %s: %s outcome unknown (%s)", bot_id, method, exc.description
-                        )
-                        return SendOutcome("uncertain", description=exc.description), True
+                if exc.sent and not at_least_once:
+                    log.warning("bot %s: %s outcome unknown (%s)", bot_id, method, exc.description)
+                    return SendOutcome("uncertain", description=exc.description)
+                maybe_sent |= exc.sent
                 last = exc.description  # nothing reached Telegram, or it may be repeated
             except telegram.ServerError as exc:
-                last = exc.description  # Telegram did not act on it
+                progress.sent = maybe_sent  # answered: Telegram did not act on it
+                last = exc.description
             except telegram.Blocked as exc:
-                return SendOutcome("blocked", description=exc.description), True
+                return SendOutcome("blocked", description=exc.description)
             except telegram.TelegramError as exc:
                 log.warning("bot %s: %s refused: %s", bot_id, method, exc.description)
-                return SendOutcome("failed", description=exc.description), sent
+                progress.sent = maybe_sent  # refused: it did not go out
+                return SendOutcome("failed", description=exc.description)
             else:
                 message_id = result.get("message_id") if isinstance(result, dict) else None
-                return SendOutcome("ok", message_id=message_id), True
+                return SendOutcome("ok", message_id=message_id)
             await asyncio.sleep(backoff * (0.5 + random.random()))  # back-off timer
             backoff = min(backoff * 2, 5.0)
-        result_kind: SendResult = "uncertain" if sent else "failed"
         description = f"gave up after {self._max_attempts} attempts: {last}"
-        return SendOutcome(result_kind, description=description), sent
+        if not maybe_sent:
+            # Telegram away or failing: nothing went out, so a later try may send it.
+            raise TelegramUnavailable(f"bot {bot_id}: {method} {description}")
+        return SendOutcome("uncertain", description=description)
 
     async def _settle(
         self,

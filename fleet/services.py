@@ -115,7 +115,15 @@ async def build_services(
         metrics=metrics,
     )
     dead_letters = DeadLetters(sessions)
-    sender = Sender(send_http, gate, ledger, messages, metrics)
+    sender = Sender(
+        send_http,
+        gate,
+        ledger,
+        messages,
+        metrics,
+        max_attempts=config.telegram.send_attempts,
+        max_wait=config.telegram.send_max_wait,
+    )
     runner = RunnerServices(
         telegram=config.telegram,
         runtime=runtime,

@@ -25,6 +25,7 @@ from fleet.leases import LeaseCoordinator
 from fleet.metrics import FleetMetrics, build_metrics
 from fleet.notify import SystemdNotifier
 from fleet.ownership import BotOwnership, BotReport, StaticOwnership
+from fleet.replays import DeadLetterReplayer
 from fleet.runner import BotRunner, RunnerServices, RunnerState
 from fleet.services import HealthCheck, Services, build_services
 from fleet.web import bound_port, build_web_app, start_web
@@ -122,6 +123,16 @@ class Supervisor:
                         group.create_task(self._watch_config(), name="config-watch"),
                         group.create_task(self._loop_lag(), name="loop-lag"),
                         group.create_task(self._sweep_idle(), name="idle-dispatchers"),
+                        group.create_task(
+                            DeadLetterReplayer(
+                                built.dead_letters,
+                                lambda: self.runners,
+                                self.config.instance.id,
+                                self.metrics,
+                                interval=self.config.runtime.replay_interval,
+                            ).run(),
+                            name="replays",
+                        ),
                     ]
                     if self.config.runtime.watchdog:
                         background.append(group.create_task(self._notifier.watchdog()))

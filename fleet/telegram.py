@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from fleet.errors import FleetError
-from fleet.http import HttpPool, NoAnswer, NotSent
+from fleet.http import HttpPool, NoAnswer, NotSent, Progress
 
 
 class TelegramError(FleetError):
@@ -77,10 +77,17 @@ def method_path(token: str, method: str) -> str:
     return f"/bot{token}/{method}"
 
 
-async def call(client: HttpPool, path: str, method: str, body: bytes, read_timeout: float) -> Any:
+async def call(
+    client: HttpPool,
+    path: str,
+    method: str,
+    body: bytes,
+    read_timeout: float,
+    progress: Progress | None = None,
+) -> Any:
     """POST one request; the ``result`` of a successful answer, or a :class:`TelegramError`."""
     try:
-        status, raw = await client.post(path, body, read_timeout=read_timeout)
+        status, raw = await client.post(path, body, read_timeout=read_timeout, progress=progress)
     except NotSent as exc:
         # Refused, no connection in time, closed before the write: not one byte went out.
         raise NetworkError(method, str(exc), sent=False) from None

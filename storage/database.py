@@ -49,8 +49,14 @@ def database_url(config: DatabaseConfig) -> URL:
     return url.set(drivername="postgresql+asyncpg")
 
 
+_SECRET_QUERY = frozenset({"password", "sslpassword", "passfile"})
+
+
 def redacted(url: URL) -> str:
-    """For logs and errors: never the password."""
+    """For logs and errors: never the password (nor one given as a query parameter)."""
+    hidden = {k: "***" for k in url.query if k.lower() in _SECRET_QUERY}
+    if hidden:
+        url = url.update_query_dict(hidden)
     return url.render_as_string(hide_password=True)
 
 

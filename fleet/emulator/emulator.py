@@ -41,14 +41,15 @@ class TelegramEmulator(UserSimulation):
         name = method.lower()
         self.requests[name if name in METHODS else "(unknown)"] += 1
         bot = self.bots.get(token)
-        await self.faults.before(bot.id if bot is not None else None, name)
+        chat_id = _chat(params)
+        await self.faults.before(bot.id if bot is not None else None, name, chat_id)
         if bot is None or bot.revoked:
             raise unauthorized()
         handler = METHODS.get(name)
         if handler is None:
             raise not_found()
         result = await handler(self, bot, params)
-        self.faults.after(bot.id, name)
+        self.faults.after(bot.id, name, chat_id)
         return result
 
     async def respond(self, token: str, method: str, params: Params) -> tuple[int, bytes]:
@@ -149,3 +150,11 @@ class TelegramEmulator(UserSimulation):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _chat(params: Params) -> object:
+    """The call's chat_id as an int when it is one (fault plans may select chats)."""
+    value = params.get("chat_id") if hasattr(params, "get") else None
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return value

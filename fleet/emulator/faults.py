@@ -31,6 +31,8 @@ class FaultPlan:
     storm_retry_after: int | None = None
     # None: every method; otherwise only these (lower case), e.g. {"sendmessage"}.
     methods: frozenset[str] | None = None
+    # None: every call; otherwise only calls whose chat_id is one of these.
+    chats: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "drop_rate", "drop_after_rate"):
@@ -40,12 +42,15 @@ class FaultPlan:
         if self.latency < 0 or self.latency_max < 0:
             raise ValueError("latency must be >= 0")
 
-    def applies_to(self, method: str) -> bool:
-        return self.methods is None or method in self.methods
+    def applies_to(self, method: str, chat_id: object = None) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        return self.chats is None or chat_id in self.chats
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["methods"] = sorted(self.methods) if self.methods is not None else None
+        data["chats"] = sorted(self.chats) if self.chats is not None else None
         data["storm_seconds"] = max(0.0, self.storm_until - time.monotonic())
         del data["storm_until"]
         return data
@@ -61,6 +66,8 @@ class FaultPlan:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
         if values.get("methods") is not None:
             values["methods"] = frozenset(str(m).lower() for m in values["methods"])
+        if values.get("chats") is not None:
+            values["chats"] = frozenset(int(c) for c in values["chats"])
         plan = cls(**values)
         if storm > 0:
             plan = replace(plan, storm_until=time.monotonic() + storm)
@@ -93,15 +100,15 @@ class FaultInjector:
         else:
             self.per_bot.pop(bot_id, None)
 
-    def _plans(self, bot_id: int | None, method: str) -> list[FaultPlan]:
+    def _plans(self, bot_id: int | None, method: str, chat_id: object) -> list[FaultPlan]:
         plans = [self.global_plan]
         if bot_id is not None and bot_id in self.per_bot:
             plans.append(self.per_bot[bot_id])
-        return [plan for plan in plans if plan.applies_to(method)]
+        return [plan for plan in plans if plan.applies_to(method, chat_id)]
 
-    async def before(self, bot_id: int | None, method: str) -> None:
+    async def before(self, bot_id: int | None, method: str, chat_id: object = None) -> None:
         """Delay, fail or drop a call before it runs."""
-        for plan in self._plans(bot_id, method):
+        for plan in self._plans(bot_id, method, chat_id):
             delay = self._latency(plan)
             if delay > 0:
                 await asyncio.sleep(delay)  # simulated network latency, not synchronisation
@@ -117,9 +124,9 @@ class FaultInjector:
                     raise ApiError(500, "Internal Server Error")
                 raise ApiError(502, "Bad Gateway")
 
-    def after(self, bot_id: int | None, method: str) -> None:
+    def after(self, bot_id: int | None, method: str, chat_id: object = None) -> None:
         """Drop the connection after the method ran, so the caller never learns it did."""
-        for plan in self._plans(bot_id, method):
+        for plan in self._plans(bot_id, method, chat_id):
             if plan.drop_after_rate and self._random.random() < plan.drop_after_rate:
                 self.dropped += 1
                 raise DropConnection

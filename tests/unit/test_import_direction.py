@@ -1,6 +1,24 @@
-"""Imports point one way (DESIGN.md): this walks every import and fails on a wrong arrow.
+"""Imports point down through the tiers of DESIGN.md: a whitelist, checked on every import.
 
-Imports inside functions count too: a lazy import is still a dependency.
+Every module of ours is placed in a tier (a module nobody placed fails the test:
+place it on purpose). A module may import modules of lower tiers and of its own
+tier, except that the tier-4 packages (handlers, middlewares, scheduler) are
+siblings that never import each other. Besides: storage never imports aiogram,
+and the emulator stands alone. Imports inside functions count too.
+
+The tiers (DESIGN.md, "Layout"), with the modules added since in their place:
+
+6 composition  fleet.cli, fleet.demo, fleet.supervisor, fleet.services
+5 runtime      fleet.runner, fleet.polling, fleet.pipeline, fleet.completion,
+               fleet.dispatch, fleet.webhook, fleet.replays, fleet.leases,
+               fleet.ownership, fleet.web, fleet.status, fleet.notify, fleet.embedded
+4 edges        handlers/  middlewares/  scheduler/   (siblings)
+3 services     fleet.sender, fleet.ratelimit, fleet.batcher, fleet.sequencer,
+               fleet.payments, fleet.tracking
+2 domain+data  storage/, migrations/, fleet.funnel, fleet.telegram, fleet.http,
+               fleet.offsets, fleet.assignment
+1 leaves       fleet (the package), fleet.config, fleet.config_file, fleet.context,
+               fleet.metrics, fleet.errors, fleet.logs, fleet.lazytypes
 """
 
 from __future__ import annotations
@@ -12,8 +30,62 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("fleet", "handlers", "middlewares", "storage", "scheduler", "migrations")
 SIBLINGS = ("handlers", "middlewares", "scheduler")
-# Leaves: anything may import them; they import only each other.
-LEAVES = ("fleet.config", "fleet.config_file", "fleet.errors", "fleet.metrics", "fleet.logs")
+EMULATOR = "fleet.emulator"
+
+TIERS: dict[str, int] = {
+    "fleet.__main__": 6,
+    "fleet.cli": 6,
+    "fleet.demo": 6,
+    "fleet.supervisor": 6,
+    "fleet.services": 6,
+    "fleet.runner": 5,
+    "fleet.polling": 5,
+    "fleet.pipeline": 5,
+    "fleet.completion": 5,
+    "fleet.dispatch": 5,
+    "fleet.webhook": 5,
+    "fleet.replays": 5,
+    "fleet.leases": 5,
+    "fleet.ownership": 5,
+    "fleet.web": 5,
+    "fleet.status": 5,
+    "fleet.notify": 5,
+    "fleet.embedded": 5,
+    "handlers": 4,
+    "middlewares": 4,
+    "scheduler": 4,
+    "fleet.sender": 3,
+    "fleet.ratelimit": 3,
+    "fleet.batcher": 3,
+    "fleet.sequencer": 3,
+    "fleet.payments": 3,
+    "fleet.tracking": 3,
+    "storage": 2,
+    "migrations": 2,
+    "fleet.funnel": 2,
+    "fleet.telegram": 2,
+    "fleet.http": 2,
+    "fleet.offsets": 2,
+    "fleet.assignment": 2,
+    "fleet": 1,  # the package itself: its version and fleet.lazytypes
+    "fleet.config": 1,
+    "fleet.config_file": 1,
+    "fleet.context": 1,
+    "fleet.metrics": 1,
+    "fleet.errors": 1,
+    "fleet.logs": 1,
+    "fleet.lazytypes": 1,
+}
+
+
+def tier_of(module: str) -> int | None:
+    """The tier of the longest placed prefix (``storage.repositories.x`` -> storage)."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        tier = TIERS.get(".".join(parts[:end]))
+        if tier is not None and (end > 1 or module == parts[0] or parts[0] != "fleet"):
+            return tier
+    return None
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -50,39 +122,39 @@ def violations(root: Path) -> list[str]:
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             module = _module_name(path, root)
-            top = module.split(".")[0]
-            for target in set(_imports(path, module)):
-                rule = _rule_broken(module, top, target)
+            if not _is(module, EMULATOR) and tier_of(module) is None:
+                found.append(f"{module}: not placed in a tier (add it to TIERS)")
+                continue
+            for target in sorted(set(_imports(path, module))):
+                rule = _rule_broken(module, target)
                 if rule:
                     found.append(f"{module} imports {target}: {rule}")
     return sorted(found)
 
 
-def _rule_broken(module: str, top: str, target: str) -> str | None:
-    if _is(target, "fleet.supervisor") and module not in (
-        "fleet.cli",
-        "fleet.demo",
-        "fleet.supervisor",
-    ):
-        return "only the CLI (and its demo) may import the composition root"
-    if _is(target, "fleet.cli") and module not in ("fleet.__main__", "fleet.cli"):
-        return "nothing imports the CLI"
-    if top in SIBLINGS:
-        for other in SIBLINGS:
-            if other != top and _is(target, other):
-                return f"{top} and {other} are siblings and never import each other"
-    if top == "storage":
-        if _is(target, "aiogram"):
-            return "storage never imports aiogram"
-        if _is(target, *SIBLINGS, "migrations"):
-            return "storage sits below handlers, middlewares and scheduler"
-        if _is(target, "fleet") and not _is(target, *LEAVES) and target != "fleet":
-            return "storage may import only fleet's leaf modules"
-    ours = _is(target, *PACKAGES) and target != "fleet"
-    if _is(module, *LEAVES) and ours and not _is(target, *LEAVES):
-        return "leaf modules import only other leaves"
-    if _is(module, "fleet.emulator") and ours and not _is(target, "fleet.emulator"):
-        return "the emulator stands alone (it plays Telegram, not us)"
+def _rule_broken(module: str, target: str) -> str | None:
+    if _is(module, EMULATOR):
+        ours = _is(target, *PACKAGES) and not _is(target, EMULATOR) and target != "fleet"
+        return "the emulator stands alone (it plays Telegram, not us)" if ours else None
+    if _is(module, "storage") and _is(target, "aiogram"):
+        return "storage never imports aiogram"
+    if not _is(target, *PACKAGES):
+        return None  # the standard library and third parties
+    if _is(target, EMULATOR):
+        return (
+            "only tests, the demo and the CLI drive the emulator"
+            if not _is(module, "fleet.demo", "fleet.cli")
+            else None
+        )
+    tier, target_tier = tier_of(module), tier_of(target)
+    if target_tier is None:
+        return None  # an attribute of a placed module ("from fleet import __version__")
+    assert tier is not None
+    if target_tier > tier:
+        return f"tier {tier} may not import tier {target_tier} (imports point down)"
+    top, target_top = module.split(".")[0], target.split(".")[0]
+    if tier == 4 and target_tier == 4 and top != target_top:
+        return f"{top} and {target_top} are siblings and never import each other"
     return None
 
 
@@ -96,6 +168,8 @@ def test_wrong_arrows_are_caught(tmp_path: Path) -> None:
         "fleet/config.py": "from storage import models\n",
         "fleet/supervisor.py": "",
         "fleet/cli.py": "from fleet import supervisor\n",
+        "fleet/gadget.py": "",
+        "fleet/telegram.py": "from fleet.sender import Sender\n",
         "handlers/__init__.py": "def f():\n    from middlewares.dedup import x\n",
         "middlewares/__init__.py": "from fleet.supervisor import Supervisor\n",
         "storage/__init__.py": "import aiogram.types\nfrom fleet import runner\n",
@@ -108,21 +182,26 @@ def test_wrong_arrows_are_caught(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
     assert violations(tmp_path) == sorted(
         [
-            "fleet.config imports storage: leaf modules import only other leaves",
-            "fleet.config imports storage.models: leaf modules import only other leaves",
+            "fleet.config imports storage: tier 1 may not import tier 2 (imports point down)",
+            "fleet.config imports storage.models: tier 1 may not import tier 2"
+            " (imports point down)",
+            "fleet.gadget: not placed in a tier (add it to TIERS)",
+            "fleet.telegram imports fleet.sender: tier 2 may not import tier 3"
+            " (imports point down)",
+            "fleet.telegram imports fleet.sender.Sender: tier 2 may not import tier 3"
+            " (imports point down)",
             "handlers imports middlewares.dedup: "
             "handlers and middlewares are siblings and never import each other",
             "handlers imports middlewares.dedup.x: "
             "handlers and middlewares are siblings and never import each other",
-            "middlewares imports fleet.supervisor: "
-            "only the CLI (and its demo) may import the composition root",
-            "middlewares imports fleet.supervisor.Supervisor: "
-            "only the CLI (and its demo) may import the composition root",
+            "middlewares imports fleet.supervisor: tier 4 may not import tier 6"
+            " (imports point down)",
+            "middlewares imports fleet.supervisor.Supervisor: tier 4 may not import tier 6"
+            " (imports point down)",
             "storage imports aiogram.types: storage never imports aiogram",
-            "storage imports fleet.runner: storage may import only fleet's leaf modules",
-            "storage.models imports handlers: "
-            "storage sits below handlers, middlewares and scheduler",
-            "storage.models imports handlers.start: "
-            "storage sits below handlers, middlewares and scheduler",
+            "storage imports fleet.runner: tier 2 may not import tier 5 (imports point down)",
+            "storage.models imports handlers: tier 2 may not import tier 4 (imports point down)",
+            "storage.models imports handlers.start: tier 2 may not import tier 4"
+            " (imports point down)",
         ]
     )
