@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from rich.table import Table
 from fleet.config import BotConfig, FleetConfig
 from fleet.config_file import load_config
 from fleet.embedded import start_embedded
-from fleet.emulator import EmulatorServer, EmulatorSettings, User
+from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
 from fleet.supervisor import Supervisor
 from migrations import runner
 from storage.database import (
@@ -69,7 +70,12 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
         await registry.sync(config.bots)
         stored = {bot.id: bot for bot in await registry.all()}
 
-        redis_config = config.redis.model_copy(update={"url": SecretStr(redis_url)})
+        # A key space of its own each run: the embedded Redis outlives a demo, and the
+        # emulator's update ids start afresh (claims and offsets of the last run are moot).
+        prefix = f"{config.redis.key_prefix}-demo-{secrets.token_hex(3)}"
+        redis_config = config.redis.model_copy(
+            update={"url": SecretStr(redis_url), "key_prefix": prefix}
+        )
         fleet_config = config.model_copy(update={"database": db_config, "redis": redis_config})
         conversations = await _run_fleet(fleet_config, console)
 
@@ -98,6 +104,49 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
     for line in conversations:
         talk.add_row(*line)
     console.print(talk)
+
+
+async def _double_taps(emulator: TelegramEmulator, users: list[tuple[BotConfig, User]]) -> int:
+    """Each user taps /start three more times at once; returns the welcomes that caused.
+
+    The first /start opened a debounce window in Redis (``runtime.start_debounce_seconds``):
+    repeats within it get no second welcome, however many instances run the bot.
+    """
+    before = {
+        (b.id, u.id): len(emulator.transcript(b.token.get_secret_value(), u)) for b, u in users
+    }
+    for bot, user in users:
+        for _ in range(3):
+            emulator.user_sends(bot.token.get_secret_value(), user, "/start")
+    await emulator.wait_for(lambda: emulator.counters()["updates_pending"] == 0, 30)
+    return sum(
+        len(emulator.transcript(b.token.get_secret_value(), u)) - before[(b.id, u.id)]
+        for b, u in users
+    )
+
+
+def _print_runtime(console: Console, supervisor: Supervisor, repeats: int) -> None:
+    """What the guarantees did, from the fleet's own metrics (as /metrics shows them)."""
+    registry = supervisor.metrics.registry
+    totals: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "botfleet_updates_total":
+                key = f"updates {sample.labels['outcome']}"
+            elif sample.name == "botfleet_sends_total":
+                key = f"sends {sample.labels['result']}"
+            elif sample.name in ("botfleet_redis_pipelines_total", "botfleet_update_retries_total"):
+                key = sample.name.removeprefix("botfleet_").removesuffix("_total")
+            else:
+                continue
+            totals[key] = totals.get(key, 0.0) + sample.value
+    table = Table(title="runtime, from /metrics")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key in sorted(totals):
+        table.add_row(key.replace("_", " "), f"{totals[key]:.0f}")
+    table.add_row("welcomes for repeated /start taps (debounced)", str(repeats))
+    console.print(table)
 
 
 async def _run_fleet(config: FleetConfig, console: Console) -> list[tuple[str, ...]]:
@@ -146,6 +195,8 @@ async def _run_fleet(config: FleetConfig, console: Console) -> list[tuple[str, .
 
             talks = await asyncio.gather(*(converse(bot, user) for bot, user in users))
             rows = [line for talk in talks for line in talk]
+            repeats = await _double_taps(emulator, users)
+            _print_runtime(console, supervisor, repeats)
             return rows
         finally:
             supervisor.request_stop()

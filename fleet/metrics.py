@@ -180,7 +180,8 @@ def build_metrics() -> FleetMetrics:
         ),
         redis_pipelines=Counter(
             "botfleet_redis_pipelines_total",
-            "Round trips of the hot path's Redis command batcher.",
+            "Round trips of the hot path's Redis command batcher (admission, grants, completion):"
+            " many commands each.",
             registry=registry,
         ),
         dead_letter_replays=Counter(

@@ -23,7 +23,6 @@ import asyncio
 import enum
 import functools
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,15 +43,15 @@ from fleet.metrics import FleetMetrics
 from fleet.offsets import OffsetTracker
 from fleet.ownership import BotFence, OpenFence
 from fleet.pipeline import UpdatePipeline
-from fleet.polling import ALLOWED_UPDATES, SKIPPED, PollLoop
+from fleet.polling import PollLoop
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer, Job, LaneClosed
-from fleet.webhook import bot_webhook_secret, webhook_url
+from fleet.webhook import WebhookIntake
 from middlewares.admission import BatchAdmission, chat_of
 from storage.models import BotState
 from storage.repositories.users import UserSeen
 from storage.services import BotRegistry
-from storage.updates import Decision, Fencing, Finished, UpdateClaims
+from storage.updates import Fencing, Finished, UpdateClaims
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +122,16 @@ class BotRunner:
         self._stop = self.stop_requested = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
-        self._accepting = False  # webhook mode: the webhook points here and we take updates
-        self._inflight: dict[int, asyncio.Future[bool]] = {}  # webhook mode: accepted, running
+        self._webhook: WebhookIntake | None = None
+        if self.webhook_mode:
+            assert services.public_url is not None and services.telegram.webhook_secret
+            self._webhook = WebhookIntake(
+                self,
+                services.admission,
+                services.metrics,
+                public_url=services.public_url,
+                instance_secret=services.telegram.webhook_secret.get_secret_value(),
+            )
         self._confirmed = start or 0  # the offset Telegram was last told
         self._unsubscribe: Callable[[], None] = self.fence.on_lost(self.lose)
 
@@ -157,7 +164,13 @@ class BotRunner:
         return True
 
     def start_job(self, update_id: int, raw: dict[str, Any]) -> Job:
-        return functools.partial(self._run_update, update_id, raw, None)
+        return self.run_update(update_id, raw, None)
+
+    def run_update(
+        self, update_id: int, raw: dict[str, Any], answer: asyncio.Future[bool] | None
+    ) -> Job:
+        """The job that handles one update; ``answer`` learns whether it was finished."""
+        return functools.partial(self._run_update, update_id, raw, answer)
 
     async def _run_update(
         self, update_id: int, raw: dict[str, Any], answer: asyncio.Future[bool] | None
@@ -238,7 +251,7 @@ class BotRunner:
 
     @property
     def pending(self) -> int:
-        return self.tracker.pending + len(self._inflight)
+        return self.tracker.pending + (self._webhook.pending if self._webhook else 0)
 
     @property
     def webhook_mode(self) -> bool:
@@ -250,7 +263,8 @@ class BotRunner:
 
     def stop(self) -> None:
         self._stop.set()
-        self._accepting = False
+        if self._webhook is not None:
+            self._webhook.accepting = False
         if self._poller is not None and not self._poller.done():
             self._poller.cancel()
 
@@ -260,8 +274,8 @@ class BotRunner:
         s.sender.register(self.bot_id, self._token, self.fence.epoch)
         if self._stop.is_set():
             return
-        if self.webhook_mode:
-            await self._serve_webhook()
+        if self._webhook is not None:
+            await self._serve_webhook(self._webhook)
             return
         self.state = RunnerState.RUNNING
         log.info("bot %s: polling", self.bot_id)
@@ -288,10 +302,10 @@ class BotRunner:
             await asyncio.gather(*self._chores, return_exceptions=True)
         if not await self.completion.close(within=min(grace, 5.0)):
             log.warning("bot %s: finished updates not settled; they run again", self.bot_id)
-        if self.webhook_mode:
+        if self._webhook is not None:
             # A lost lease may already point the webhook at the next owner: leave it.
             if self.state != RunnerState.UNAUTHORIZED and self.fence.valid():
-                await self._delete_webhook()
+                await self._webhook.delete()
         else:
             await self.confirm_offset()
         if self.state in (RunnerState.RUNNING, RunnerState.STOPPING, RunnerState.STARTING):
@@ -326,9 +340,8 @@ class BotRunner:
 
     async def _cancel_work(self) -> None:
         await self.lane.cancel()
-        for answer in self._inflight.values():
-            if not answer.done():
-                answer.set_result(False)  # the webhook answers 503: Telegram delivers it again
+        if self._webhook is not None:
+            self._webhook.let_go()
 
     def _chore(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -337,101 +350,20 @@ class BotRunner:
 
     # -- webhook mode ---------------------------------------------------------------------------
 
-    async def _serve_webhook(self) -> None:
+    async def _serve_webhook(self, intake: WebhookIntake) -> None:
         """Point the bot's webhook here, then take updates from the route until stopped."""
-        s = self._services
-        assert s.public_url is not None and s.telegram.webhook_secret is not None
-        secret = s.telegram.webhook_secret.get_secret_value().encode()
-        payload = {
-            "url": webhook_url(s.public_url, self.bot_id),
-            "secret_token": bot_webhook_secret(secret, self.bot_id),
-            "allowed_updates": ALLOWED_UPDATES,
-            "max_connections": 40,
-        }
-        backoff = 1.0
-        while not self._stop.is_set() and self.fence.valid():
-            try:
-                await self._unless_stopped(self.api("setWebhook", payload, 15))
-                break
-            except telegram.TelegramError as error:
-                s.metrics.poll_errors.labels(self.bot_id, error.kind).inc()
-                if await self.give_up(error):
-                    return
-                log.warning("bot %s: setWebhook failed (%s); retrying", self.bot_id, error)
-                retry = error.retry_after if isinstance(error, telegram.RetryAfter) else None
-                await self._unless_stopped(
-                    asyncio.sleep(retry or backoff * (0.5 + random.random()))
-                )
-                backoff = min(backoff * 2, 30.0)
-        if self._stop.is_set():
+        if not await intake.point_here():
             return
         self.state = RunnerState.RUNNING
-        self._accepting = True
+        intake.accepting = True
         log.info("bot %s: webhook set, taking updates", self.bot_id)
         try:
             await self._stop.wait()
         finally:
-            self._accepting = False
+            intake.accepting = False
             if self.state == RunnerState.RUNNING:
                 self.state = RunnerState.STOPPING
 
-    async def _unless_stopped(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        stopper = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, stopper, return_exceptions=True)
-        if not task.cancelled():
-            task.result()
-
     async def accept(self, raw: dict[str, Any]) -> bool:
         """An update from the webhook route: True once handled, skipped or stored (answer 200)."""
-        if not self._accepting:
-            return False
-        update_id = int(raw["update_id"])
-        running = self._inflight.get(update_id)
-        if running is not None:
-            # Telegram delivered it again while the first delivery runs (it timed out on
-            # us): our own claim would let it in a second time; share the first's answer.
-            return await asyncio.shield(running)
-        self.counters.received.inc()
-        self.last_update_at = time.monotonic()
-        s = self._services
-        finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._inflight[update_id] = finished
-        try:
-            try:
-                [decision] = await s.admission.admit(
-                    self.bot_id, self.fence.epoch, [(update_id, raw)], by_offset=False
-                )
-            except Exception as exc:
-                log.warning("bot %s: update %s not admitted (%s)", self.bot_id, update_id, exc)
-                finished.set_result(False)
-                return False
-            if decision is not Decision.RUN:
-                if decision is not Decision.BUSY:
-                    self.counters.outcomes[SKIPPED[decision]].inc()
-                finished.set_result(decision is not Decision.BUSY)
-                return finished.result()
-            try:
-                job = functools.partial(self._run_update, update_id, raw, finished)
-                await self.lane.submit(chat_of(raw), job)
-            except LaneClosed:
-                finished.set_result(False)  # stopping: Telegram delivers it to the next owner
-            return await asyncio.shield(finished)
-        finally:
-            if finished.done():
-                self._inflight.pop(update_id, None)
-            else:
-                finished.add_done_callback(lambda _: self._inflight.pop(update_id, None))
-
-    async def _delete_webhook(self) -> None:
-        try:
-            await self.api("deleteWebhook", {"drop_pending_updates": False}, 15)
-            log.info("bot %s: webhook deleted", self.bot_id)
-        except telegram.TelegramError as error:
-            log.warning("bot %s: deleteWebhook failed (%s)", self.bot_id, error.kind)
+        return self._webhook is not None and await self._webhook.accept(raw)

@@ -75,7 +75,9 @@ async def build_services(
     keys = RedisKeys(config.redis.key_prefix)
     runtime = config.runtime
 
-    batcher = CommandBatcher(redis, timeout=config.redis.command_timeout)
+    batcher = CommandBatcher(
+        redis, timeout=config.redis.command_timeout, on_round_trip=metrics.redis_pipelines.inc
+    )
     stack.push_async_callback(batcher.aclose)
     ledger = SendLedger(batcher, keys)
     limits = config.telegram.send_limits

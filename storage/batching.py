@@ -79,7 +79,13 @@ class CommandBatcher:
     """Sends the Redis commands of many concurrent callers as few pipelines."""
 
     def __init__(
-        self, redis: Redis, *, max_batch: int = 512, max_inflight: int = 2, timeout: float = 5.0
+        self,
+        redis: Redis,
+        *,
+        max_batch: int = 512,
+        max_inflight: int = 2,
+        timeout: float = 5.0,
+        on_round_trip: Callable[[], object] | None = None,
     ) -> None:
         if max_batch < 1 or max_inflight < 1 or timeout <= 0:
             raise ValueError("max_batch, max_inflight and timeout must be positive")
@@ -96,6 +102,7 @@ class CommandBatcher:
         self._closed = False  # no new calls
         self._stopped = False  # no new flushes either
         self._round_trips = 0
+        self._on_round_trip = on_round_trip  # e.g. a metric's inc
 
     @property
     def round_trips(self) -> int:
@@ -165,6 +172,8 @@ class CommandBatcher:
     async def _send(self, packed: Sequence[bytes]) -> list[Any]:
         """One round trip on one pooled connection; error replies come back as values."""
         self._round_trips += 1
+        if self._on_round_trip is not None:
+            self._on_round_trip()
         pool = self._redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
