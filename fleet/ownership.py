@@ -7,6 +7,7 @@ implement the same :class:`BotOwnership` protocol; the supervisor only knows it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -106,13 +107,18 @@ class BotOwnership(Protocol):
 class OpenFence:
     """The fence of a bot nobody else can own."""
 
-    epoch = 0
     start_offset = None
+    holder = None
+
+    def __init__(self, epoch: int = 0) -> None:
+        self._epoch = epoch
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
 
     def valid(self) -> bool:
         return True
-
-    holder = None
 
     def on_lost(self, callback: Callable[[str], None]) -> Unsubscribe:
         return _nothing  # never lost: the callback is not even kept
@@ -126,10 +132,16 @@ def _nothing() -> None:
 
 
 class StaticOwnership:
-    """One instance owns every enabled bot (tests, or a fleet without peers)."""
+    """One instance owns every enabled bot (tests, or a fleet without peers).
+
+    Each start is a new ownership: its epoch is the start time in milliseconds, so
+    claims a previous run left behind read as an older owner's (orphaned sends are
+    reported, not mistaken for ones in flight; updates are taken over at once).
+    """
 
     def __init__(self) -> None:
         self._held: set[str] = set()
+        self._epoch = time.time_ns() // 1_000_000
 
     async def owned(self, desired: Sequence[BotConfig]) -> set[str]:
         self._held = {bot.id for bot in desired if bot.enabled}
@@ -139,7 +151,7 @@ class StaticOwnership:
         return set(self._held)
 
     def fence(self, bot_id: str) -> BotFence:
-        return OpenFence()
+        return OpenFence(self._epoch)
 
     async def release(self, bot_id: str) -> None:
         return None

@@ -154,7 +154,7 @@ class TelegramEmulator(UserSimulation):
 
 def _chat(params: Params) -> object:
     """The call's chat_id as an int when it is one (fault plans may select chats)."""
-    value = params.get("chat_id") if hasattr(params, "get") else None
+    value = params.raw("chat_id")
     if isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
     return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,8 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.config import DatabaseConfig, FleetConfig, RedisConfig
 from fleet.emulator import EmulatorServer, FaultPlan, TelegramEmulator, User
-from fleet.emulator import emulator as emulator_module
-from fleet.emulator.params import Params
 from fleet.ownership import StaticOwnership
 from fleet.supervisor import Supervisor
 from storage.services import DeadLetters
@@ -50,26 +48,13 @@ def pending(emulator: TelegramEmulator) -> int:
     return int(emulator.counters()["updates_pending"])
 
 
+def redis_errors(supervisor: Supervisor, bot: int) -> float:
+    return metric(supervisor, "botfleet_poll_errors_total", bot=f"bot-{bot:03d}", kind="redis")
+
+
 def starts(emulator: TelegramEmulator, token: str, users: Iterable[User]) -> None:
     for user in users:
         emulator.user_sends(token, user, "/start")
-
-
-@pytest.fixture
-def chat_faults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``FaultPlan.chats`` work: the emulator reads a call's chat with ``params.get``,
-    which ``Params`` does not have, so a plan limited to chats never fires (emulator bug,
-    reported). A no-op once the emulator finds the chat itself."""
-    if emulator_module._chat(Params({"chat_id": 1})) == 1:
-        return
-
-    def chat(params: Params) -> object:
-        value = params.raw("chat_id")
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            return int(value)
-        return value
-
-    monkeypatch.setattr(emulator_module, "_chat", chat)
 
 
 def failing_chat(user: User) -> FaultPlan:
@@ -151,7 +136,6 @@ async def test_a_bot_paused_for_a_minute_does_not_stall_the_others(
 # -- 2. an update that keeps failing -------------------------------------------------------
 
 
-@pytest.mark.usefixtures("chat_faults")
 async def test_a_failing_update_backs_off_and_is_dead_lettered_with_its_reason(
     emulator_server: EmulatorServer,
     start_fleet: StartFleet,
@@ -159,9 +143,9 @@ async def test_a_failing_update_backs_off_and_is_dead_lettered_with_its_reason(
     redis_config: RedisConfig,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    """Before: an update failing on a passing error was retried in a tight loop that held
-    its bot's poll loop (hundreds of getUpdates), the bot's other chats waited behind it,
-    and it was never given up, so the offset never passed it."""
+    """Before: an update failing on a passing error was tried again and again without
+    end, its bot's poll loop spun meanwhile (hundreds of getUpdates), its other chats
+    waited, and the offset never passed it."""
     emulator = emulator_server.emulator
     data = fleet_dict(emulator_server.base_url, db_config, redis_config, 1, update_attempts=3)
     fleet = await start_fleet(data=with_send_attempts(data, 2))
@@ -232,8 +216,9 @@ async def test_with_redis_gone_polling_backs_off_and_loses_nothing(
         before = polls(emulator)
         for bot in bots:
             starts(emulator, bot, late)
-        # The batches fail admission, back off, fail again; then the leases lapse.
-        await until(lambda: polls(emulator) - before >= 2 * len(bots), 15)
+        # Every bot's batch fails admission (it backs off and fails again), then its lease
+        # lapses (renew deadline 4 s) and it stops: the outage covers the whole back-off.
+        await until(lambda: all(redis_errors(supervisor, b) for b in range(len(bots))), 15)
         await supervisor.wait_for(lambda: not supervisor.runners, 15)
         during = polls(emulator) - before
     finally:
@@ -250,7 +235,6 @@ async def test_with_redis_gone_polling_backs_off_and_loses_nothing(
 # -- 4. a stop during a back-off ------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("chat_faults")
 async def test_stopping_never_waits_out_a_back_off(
     emulator_server: EmulatorServer,
     start_fleet: StartFleet,
@@ -281,33 +265,97 @@ async def test_stopping_never_waits_out_a_back_off(
 
 # -- 5. a restart after a hard stop, without leases -----------------------------------------
 
+StartStatic = Callable[[], Awaitable[FleetHandle]]
 
-async def test_static_owner_restarted_after_a_hard_stop_handles_the_update_at_once(
+
+@pytest.fixture
+async def start_static(
     emulator_server: EmulatorServer,
     db_config: DatabaseConfig,
     redis_config: RedisConfig,
     tmp_path: Path,
-) -> None:
-    """Before: with static ownership every run had the same epoch, and the claim a hard
-    stop left behind was "busy" until it expired, so the update waited 120 s."""
-    emulator = emulator_server.emulator
-    data = fleet_dict(emulator_server.base_url, db_config, redis_config, 1)
-    emulator.add_bot(A)
-    path = write_config(tmp_path / "config.yaml", data)
-    user = emulator.add_user("c")
+) -> AsyncIterator[StartStatic]:
+    """``await start_static()``: a process with static ownership (epoch 0, no leases) running
+    bot A; each call another one on the same database and Redis. All are stopped after."""
+    data = fleet_dict(emulator_server.base_url, db_config, redis_config, 1, update_attempts=50)
+    path = write_config(tmp_path / "config.yaml", with_send_attempts(data, 2))
+    emulator_server.emulator.add_bot(A)
     handles: list[FleetHandle] = []
-    try:
-        emulator.set_faults(FaultPlan(latency=3.0, methods=frozenset({"sendmessage"})))
-        handles.append(await launch(data, path, ownership=StaticOwnership()))
-        emulator.user_sends(A, user, "/start")
-        await until(lambda: emulator.counters()["requests"].get("sendmessage"), 20)
-        await hard_stop(handles[0])  # mid-send: the emulator holds it for 3 s
-        emulator.clear_faults()
 
+    async def start() -> FleetHandle:
         handles.append(await launch(data, path, ownership=StaticOwnership()))
-        await emulator.wait_for(lambda: welcomes(emulator, A, user) >= 1, 20)
-        await emulator.wait_for(lambda: pending(emulator) == 0, 15)
-        assert welcomes(emulator, A, user) == 1
-    finally:
-        for handle in handles:
-            await stop(handle)
+        return handles[-1]
+
+    yield start
+    for handle in handles:
+        await stop(handle)
+
+
+async def restart_mid_send(
+    emulator: TelegramEmulator, start_static: StartStatic, user: User
+) -> FleetHandle:
+    """Hard-stop a process while its welcome's request is at Telegram; start another."""
+    emulator.set_faults(FaultPlan(latency=3.0, methods=frozenset({"sendmessage"})))
+    first = await start_static()
+    emulator.user_sends(A, user, "/start")
+    await until(lambda: emulator.counters()["requests"].get("sendmessage"), 20)
+    await hard_stop(first)  # the emulator held the request; it is dropped with its client
+    emulator.clear_faults()
+    return await start_static()
+
+
+async def test_static_owner_restarted_after_a_hard_stop_retries_a_waiting_update_at_once(
+    emulator: TelegramEmulator, start_static: StartStatic
+) -> None:
+    """Before: without leases every process has epoch 0, and the claim a hard stop left on
+    an update in flight read as another runner's for its 120 s lease: the update waited
+    that long. Here it waits for its next try (its send failed with 5xx: nothing left)."""
+    first = await start_static()
+    user = emulator.add_user("w")
+    emulator.set_faults(failing_chat(user), A)
+    emulator.user_sends(A, user, "/start")
+    retries = "botfleet_update_retries_total"
+    await until(lambda: metric(first.supervisor, retries, bot="bot-000"), 20)
+    await hard_stop(first)
+    emulator.clear_faults()
+
+    await start_static()
+    await emulator.wait_for(lambda: welcomes(emulator, A, user) and pending(emulator) == 0, 20)
+    assert welcomes(emulator, A, user) == 1
+
+
+async def test_static_owner_restarted_mid_send_handles_the_update_at_once_never_twice(
+    emulator: TelegramEmulator, start_static: StartStatic
+) -> None:
+    """Before: as above, 120 s. The welcome's request had left when the process died, so
+    whether Telegram acted is unknown: the restart handles the update at once and does not
+    send that reply again (at most once; here the emulator had dropped it, so none)."""
+    user = emulator.add_user("s")
+    second = await restart_mid_send(emulator, start_static, user)
+    await emulator.wait_for(lambda: pending(emulator) == 0, 20)  # handled, and confirmed
+    handled = metric(second.supervisor, "botfleet_updates_total", bot="bot-000", outcome="handled")
+    assert handled == 1
+    assert emulator.counters()["requests"]["sendmessage"] == 1  # the first process's only
+    assert welcomes(emulator, A, user) <= 1
+
+
+async def test_static_owner_restarted_mid_send_knows_the_claim_is_orphaned(
+    emulator: TelegramEmulator, start_static: StartStatic
+) -> None:
+    """The fence's epoch must rise with each acquisition (``BotFence.epoch``); without it a
+    restart cannot tell a claim its predecessor left from one in flight now, and an
+    at-least-once send would be skipped, not taken over."""
+    user = emulator.add_user("o")
+    second = await restart_mid_send(emulator, start_static, user)
+    await emulator.wait_for(lambda: pending(emulator) == 0, 20)
+    sends = {
+        result: metric(
+            second.supervisor,
+            "botfleet_sends_total",
+            bot="bot-000",
+            method="sendMessage",
+            result=result,
+        )
+        for result in ("skipped", "orphaned")
+    }
+    assert sends == {"skipped": 0, "orphaned": 1}
