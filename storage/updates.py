@@ -116,7 +116,9 @@ for i = 0, n - 1 do
 end
 if valid and ARGV[3] ~= '' then
   if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[3]) or '-1') then
-    redis.call('SET', KEYS[3], ARGV[3])
+    -- Telegram keeps updates a day: an offset older than that proves nothing (and ids
+    -- restart at random after a week without updates).
+    redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
   end
   for k = 4 + nb, 3 + nb + np do redis.call('DEL', KEYS[k]) end
 end
