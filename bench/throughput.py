@@ -159,6 +159,7 @@ async def workload(
     users: int,
     *,
     redis: tuple[Redis, str] | None = None,
+    redis_pid: int | None = None,
     profile: Path | None = None,
 ) -> dict[str, float]:
     """Wait for every bot's long poll, inject bots x users /start, time the welcomes."""
@@ -202,6 +203,7 @@ async def workload(
     spy = await start_profiler(pid, profile) if profile else None
     cpu_before = cpu_seconds(pid)
     core0_before = emu.cpu_seconds() + cpu_seconds(os.getpid())
+    redis_cpu_before = cpu_seconds(redis_pid) if redis_pid else 0.0
     started = time.monotonic()
     sem = asyncio.Semaphore(64)
 
@@ -223,6 +225,7 @@ async def workload(
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(pid) - cpu_before
     core0 = emu.cpu_seconds() + cpu_seconds(os.getpid()) - core0_before
+    redis_cpu = cpu_seconds(redis_pid) - redis_cpu_before if redis_pid else 0.0
     if spy is not None:
         await stop_profiler(spy)
     latencies = await control(http, emu.base_url, "reply_latencies")
@@ -239,6 +242,7 @@ async def workload(
         "cpu_ms_per_update": 1000 * cpu / updates,
         "fleet_core_busy": cpu / elapsed,  # the fleet's share of its core
         "emulator_core_busy": core0 / elapsed,  # emulator + this load generator, core 0
+        "redis_core_busy": redis_cpu / elapsed,  # the fleet's Redis server (not pinned)
     }
     if redis_before is not None and redis is not None:
 
@@ -375,7 +379,9 @@ async def main(args: argparse.Namespace) -> None:
     client = Redis.from_url(redis)
     try:
         async with scratch_database(admin) as db, aiohttp.ClientSession() as http:
-            await measure(args, work, report, db, redis, client, http, results)
+            assert server.process is not None
+            redis_pid = server.process.pid
+            await measure(args, work, report, db, redis, redis_pid, client, http, results)
     finally:
         await client.aclose()
         await server.stop()
@@ -392,6 +398,7 @@ async def measure(
     report: Path,
     db: str,
     redis: str,
+    redis_pid: int,
     client: Redis,
     http: aiohttp.ClientSession,
     results: dict[str, Any],
@@ -408,7 +415,7 @@ async def measure(
         try:
             results["botfleet"] = await workload(
                 http, emu, fleet.pid, args.bots, args.users,
-                redis=(client, prefix), profile=raw_profile,
+                redis=(client, prefix), redis_pid=redis_pid, profile=raw_profile,
             )  # fmt: skip
         finally:
             await stop(fleet)
@@ -454,7 +461,8 @@ def _line(r: dict[str, float]) -> str:
     line = (
         f"{r['per_second']:.0f} updates/s, p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
         f"p99 {r['p99_ms']:.0f} ms, {r['cpu_ms_per_update']:.2f} ms CPU per update"
-        f" (core busy: fleet {r['fleet_core_busy']:.0%}, emulator {r['emulator_core_busy']:.0%})"
+        f" (core busy: fleet {r['fleet_core_busy']:.0%}, emulator {r['emulator_core_busy']:.0%},"
+        f" redis {r['redis_core_busy']:.0%})"
     )
     if "redis_round_trips" in r:
         line += (

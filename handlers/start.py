@@ -35,8 +35,8 @@ async def _answer(
         raise SendFailed(f"bot {bot_id}: {purpose} not sent: {outcome.description}")
 
 
-def build_start_router() -> Router:
-    router = Router(name="start")
+def register(router: Router) -> None:
+    """/start: the funnel's welcome."""
 
     @router.message(CommandStart())
     async def welcome(
@@ -44,10 +44,12 @@ def build_start_router() -> Router:
     ) -> None:
         await _answer(message, "welcome", funnel.welcome.text, bot_id, sender, scope)
 
+
+def register_fallback(router: Router) -> None:
+    """Any other text: the fallback. Registered last: it takes what nothing else took."""
+
     @router.message(F.text)
     async def fallback(
         message: Message, bot_id: str, funnel: FunnelConfig, sender: SendService, scope: UpdateScope
     ) -> None:
         await _answer(message, "fallback", funnel.fallback.text, bot_id, sender, scope)
-
-    return router
