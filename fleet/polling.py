@@ -146,6 +146,8 @@ class PollLoop:
             since = loop.time() - last_poll
             if since >= REPOLL_MAX and bot.lane.free:
                 return
+            if bot.tracker.known <= REFETCH_CHEAP and bot.lane.free and since >= REPOLL_MIN:
+                return  # a few in flight: taking new ones beside them costs little
             if bot.completion.progress.is_set():
                 if since < REPOLL_MIN and bot.tracker.known > REFETCH_CHEAP:
                     await asyncio.sleep(REPOLL_MIN - since)  # pacing: one poll per interval

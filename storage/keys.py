@@ -33,7 +33,7 @@ class RedisKeys:
     prefix: str = "botfleet"
 
     def _key(self, kind: str, *parts: str | int) -> str:
-        return ":".join((self.prefix, kind, *(str(p) for p in parts)))
+        return ":".join((self.prefix, kind, *map(str, parts)))
 
     def dedup(self, bot_id: str, update_id: int) -> str:
         return self._key(DEDUP, bot_id, update_id)

@@ -51,6 +51,17 @@ async def _user_sends(emu: TelegramEmulator, b: Body) -> Any:
     return emu.user_sends(b["bot"], b["user"], b["text"], chat=_chat(emu, b)).to_json()
 
 
+async def _user_sends_many(emu: TelegramEmulator, b: Body) -> Any:
+    """Many user messages in one request (load generators): ``sends`` is a list of
+    {bot, user, text}; returns how many were queued."""
+    sends = b.get("sends")
+    if not isinstance(sends, list):
+        raise EmulatorError("sends must be a list of {bot, user, text}")
+    for item in sends:
+        emu.user_sends(item["bot"], item["user"], item["text"])
+    return len(sends)
+
+
 async def _press_button(emu: TelegramEmulator, b: Body) -> Any:
     action = emu.press_button(
         b["bot"],
@@ -144,6 +155,7 @@ _ACTIONS: dict[str, Action] = {
     "add_user": _add_user,
     "add_group": _add_group,
     "user_sends": _user_sends,
+    "user_sends_many": _user_sends_many,
     "press_button": _press_button,
     "transcript": _transcript,
     "replies_to": _replies_to,
