@@ -86,12 +86,7 @@ class ChatSequencer:
 
     async def drain(self, grace: float) -> bool:
         """Wait up to ``grace`` s for every admitted job; True if all finished."""
-        try:
-            async with asyncio.timeout(grace):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await _settled(self._idle, grace)
 
     async def cancel(self) -> None:
         """Cancel whatever still runs, in every lane, and wait until it has stopped."""
@@ -203,14 +198,7 @@ class BotLane:
 
     async def drain(self, grace: float) -> bool:
         """Wait up to ``grace`` s for this bot's admitted jobs; True if all finished."""
-        if grace <= 0:
-            return self.admitted == 0
-        try:
-            async with asyncio.timeout(grace):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await _settled(self._idle, grace)
 
     async def cancel(self) -> None:
         """Take no more work, cancel this bot's jobs and wait until they have stopped."""
@@ -229,3 +217,15 @@ class BotLane:
                 self._release()
         self._queues.clear()
         self._sequencer._forget(self)
+
+
+async def _settled(idle: asyncio.Event, grace: float) -> bool:
+    """Until ``idle`` is set, for at most ``grace`` s; whether it is."""
+    if idle.is_set() or grace <= 0:
+        return idle.is_set()
+    try:
+        async with asyncio.timeout(grace):
+            await idle.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from pydantic import SecretStr
@@ -22,9 +23,11 @@ from sqlalchemy.ext.asyncio import (
 
 from fleet.config import DatabaseConfig, RedisConfig
 from migrations import runner
+from storage.batching import CommandBatcher
 from storage.database import create_engine, create_session_factory
 from storage.keys import RedisKeys
 from storage.redis import create_redis
+from tests.faultproxy import FaultProxy
 from tests.services import TestServices, resolve_services
 
 _names = itertools.count()
@@ -142,3 +145,23 @@ async def redis(redis_config: RedisConfig, redis_keys: RedisKeys) -> AsyncIterat
         if stale:
             await client.unlink(*stale)
         await client.aclose()
+
+
+@pytest.fixture
+async def batcher(redis: Redis) -> AsyncIterator[CommandBatcher]:
+    """The hot path's Redis command batcher over this test's client."""
+    batcher = CommandBatcher(redis)
+    try:
+        yield batcher
+    finally:
+        await batcher.aclose()
+
+
+@pytest.fixture
+async def redis_proxy(test_services: TestServices) -> AsyncIterator[FaultProxy]:
+    """A fault proxy in front of the test Redis (cut, freeze, restore)."""
+    parts = urlsplit(test_services.redis_url)
+    if not parts.hostname or parts.scheme.startswith("unix"):
+        pytest.skip("the test Redis is not on TCP")
+    async with FaultProxy(parts.hostname, parts.port or 6379) as proxy:
+        yield proxy

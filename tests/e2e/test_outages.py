@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet.config import DatabaseConfig, RedisConfig
 from fleet.emulator import EmulatorServer, FaultPlan, TelegramEmulator
 from storage.models import Bot, BotUser, Message
-from tests import services
 from tests.e2e.conftest import StartFleet, fleet_dict, metric, token_for, welcomes, write_config
 from tests.faultproxy import FaultProxy
 
@@ -58,15 +57,6 @@ def pending(emulator: TelegramEmulator) -> int:
 
 def requests(emulator: TelegramEmulator, method: str) -> int:
     return int(emulator.counters()["requests"].get(method, 0))
-
-
-@pytest.fixture
-async def redis_proxy(test_services: services.TestServices) -> AsyncIterator[FaultProxy]:
-    parts = urlsplit(test_services.redis_url)
-    if not parts.hostname or parts.scheme.startswith("unix"):
-        pytest.skip("the test Redis is not on TCP")
-    async with FaultProxy(parts.hostname, parts.port or 6379) as proxy:
-        yield proxy
 
 
 @pytest.fixture

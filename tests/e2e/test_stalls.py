@@ -18,7 +18,6 @@ from fleet.emulator import EmulatorServer, FaultPlan, TelegramEmulator, User
 from fleet.ownership import StaticOwnership
 from fleet.supervisor import Supervisor
 from storage.services import DeadLetters
-from tests import services
 from tests.e2e.conftest import (
     FleetHandle,
     StartFleet,
@@ -174,15 +173,6 @@ async def test_a_failing_update_backs_off_and_is_dead_lettered_with_its_reason(
 
 
 # -- 3. Redis away ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def redis_proxy(test_services: services.TestServices) -> AsyncIterator[FaultProxy]:
-    parts = urlsplit(test_services.redis_url)
-    if not parts.hostname or parts.scheme.startswith("unix"):
-        pytest.skip("the test Redis is not on TCP")
-    async with FaultProxy(parts.hostname, parts.port or 6379) as proxy:
-        yield proxy
 
 
 async def test_with_redis_gone_polling_backs_off_and_loses_nothing(

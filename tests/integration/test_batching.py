@@ -78,36 +78,21 @@ def unique(source: str) -> str:
     return f"-- {uuid.uuid4().hex}\n{source}"
 
 
-def via(url: str, proxy: FaultProxy) -> str:
+def via(url: str, redis_proxy: FaultProxy) -> str:
     parts = urlsplit(url)
     userinfo, at, _ = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{proxy.host}:{proxy.port}"))
-
-
-@pytest.fixture
-async def batcher(redis: Redis) -> AsyncIterator[CommandBatcher]:
-    batcher = CommandBatcher(redis)
-    try:
-        yield batcher
-    finally:
-        await batcher.aclose()
-
-
-@pytest.fixture
-async def proxy(test_services: services.TestServices) -> AsyncIterator[FaultProxy]:
-    parts = urlsplit(test_services.redis_url)
-    if not parts.hostname or parts.scheme.startswith("unix"):
-        pytest.skip("the test Redis is not on TCP")
-    async with FaultProxy(parts.hostname, parts.port or 6379) as proxy:
-        yield proxy
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{redis_proxy.host}:{redis_proxy.port}"))
 
 
 @pytest.fixture
 async def proxied(
-    proxy: FaultProxy, test_services: services.TestServices, redis_keys: RedisKeys, redis: Redis
+    redis_proxy: FaultProxy,
+    test_services: services.TestServices,
+    redis_keys: RedisKeys,
+    redis: Redis,
 ) -> AsyncIterator[Redis]:
-    """A client of Redis through ``proxy``: cut it or freeze it (``redis`` cleans up the keys)."""
-    url = SecretStr(via(test_services.redis_url, proxy))
+    """A client of Redis through the proxy: cut it or freeze it (``redis`` cleans up the keys)."""
+    url = SecretStr(via(test_services.redis_url, redis_proxy))
     client = create_redis(RedisConfig(url=url, key_prefix=redis_keys.prefix, connect_timeout=1))
     try:
         yield client
@@ -138,21 +123,21 @@ async def test_max_batch_splits_a_burst(redis: Redis, redis_keys: RedisKeys) -> 
 
 
 async def test_calls_made_while_a_pipeline_is_in_flight_go_together_next(
-    proxied: Redis, proxy: FaultProxy, redis_keys: RedisKeys
+    proxied: Redis, redis_proxy: FaultProxy, redis_keys: RedisKeys
 ) -> None:
     batcher = CommandBatcher(proxied, max_inflight=1)
     try:
         call = Caller(batcher.script(unique(ECHO)), redis_keys)
         assert await call(0) == call.expected(0)  # connected, script loaded
         sent = batcher.round_trips
-        proxy.freeze()
+        redis_proxy.freeze()
         first = asyncio.create_task(call(1))
         await eventually(lambda: batcher.round_trips == sent + 1)
         rest = [asyncio.create_task(call(i)) for i in range(2, 52)]
         await eventually(lambda: call.submitted == 52)
         assert batcher.round_trips == sent + 1  # all 50 wait for the one in flight
         assert len(flush_tasks()) == 1
-        proxy.restore()
+        redis_proxy.restore()
         replies = await asyncio.gather(first, *rest)
         assert replies == [call.expected(i) for i in range(1, 52)]
         assert batcher.round_trips == sent + 2
@@ -241,29 +226,29 @@ async def test_unreachable_redis_fails_every_caller_promptly_every_time() -> Non
 
 
 async def test_the_same_batcher_recovers_after_a_cut_and_a_freeze(
-    proxied: Redis, proxy: FaultProxy, redis: Redis, redis_keys: RedisKeys
+    proxied: Redis, redis_proxy: FaultProxy, redis: Redis, redis_keys: RedisKeys
 ) -> None:
     batcher = CommandBatcher(proxied, timeout=0.5)
     try:
         call = Caller(batcher.script(unique(ECHO)), redis_keys)
         assert await call(0) == call.expected(0)
 
-        proxy.cut()
+        redis_proxy.cut()
         async with asyncio.timeout(2):
             outcomes = await asyncio.gather(
                 *(call(i) for i in range(1, 11)), return_exceptions=True
             )
         assert all(isinstance(o, BatchConnectionError) for o in outcomes), outcomes
-        proxy.restore()
+        redis_proxy.restore()
         replies = await asyncio.gather(*(call(i) for i in range(11, 21)))
         assert replies == [call.expected(i) for i in range(11, 21)]
 
-        proxy.freeze()
+        redis_proxy.freeze()
         started = time.monotonic()
         outcomes = await asyncio.gather(*(call(i) for i in range(21, 31)), return_exceptions=True)
         assert all(isinstance(o, BatchTimeoutError) for o in outcomes), outcomes
         assert time.monotonic() - started < 2
-        proxy.restore()
+        redis_proxy.restore()
         replies = await asyncio.gather(*(call(i) for i in range(31, 41)))
         assert replies == [call.expected(i) for i in range(31, 41)]
         assert flush_tasks() == []
@@ -274,21 +259,21 @@ async def test_the_same_batcher_recovers_after_a_cut_and_a_freeze(
 
 
 async def test_a_cancelled_caller_does_not_disturb_the_others(
-    proxied: Redis, proxy: FaultProxy, redis: Redis, redis_keys: RedisKeys
+    proxied: Redis, redis_proxy: FaultProxy, redis: Redis, redis_keys: RedisKeys
 ) -> None:
     batcher = CommandBatcher(proxied, max_inflight=1)
     try:
         call = Caller(batcher.script(unique(ECHO)), redis_keys)
         assert await call(0) == call.expected(0)
         sent = batcher.round_trips
-        proxy.freeze()
+        redis_proxy.freeze()
         on_the_wire = [asyncio.create_task(call(i)) for i in range(1, 11)]
         await eventually(lambda: batcher.round_trips == sent + 1)
         queued = [asyncio.create_task(call(i)) for i in range(11, 21)]
         await eventually(lambda: call.submitted == 21)
         on_the_wire[2].cancel()  # call 3: already sent
         queued[2].cancel()  # call 13: not sent yet
-        proxy.restore()
+        redis_proxy.restore()
         outcomes = await asyncio.gather(*on_the_wire, *queued, return_exceptions=True)
         for i, outcome in enumerate(outcomes, start=1):
             if i in (3, 13):
@@ -321,12 +306,12 @@ async def test_aclose_sends_what_is_queued_then_refuses_new_calls(
 
 
 async def test_aclose_gives_up_on_a_hung_server_within_its_timeout(
-    proxied: Redis, proxy: FaultProxy, redis: Redis, redis_keys: RedisKeys
+    proxied: Redis, redis_proxy: FaultProxy, redis: Redis, redis_keys: RedisKeys
 ) -> None:
     batcher = CommandBatcher(proxied, max_inflight=1, timeout=0.5)
     call = Caller(batcher.script(unique(ECHO)), redis_keys)
     assert await call(0) == call.expected(0)
-    proxy.freeze()
+    redis_proxy.freeze()
     tasks = [asyncio.create_task(call(i)) for i in range(1, 21)]
     await eventually(lambda: call.submitted == 21)
     started = time.monotonic()
@@ -335,7 +320,7 @@ async def test_aclose_gives_up_on_a_hung_server_within_its_timeout(
     assert flush_tasks() == []
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(o, RedisError | RuntimeError) for o in outcomes), outcomes
-    proxy.restore()
+    redis_proxy.restore()
     await until_all_exist(redis, [call.key(i) for i in range(1, 21)])  # before the clean-up
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -13,15 +12,6 @@ from storage.idempotency import DONE, SendLedger
 from storage.keys import DEDUP_TTL_SECONDS, RedisKeys
 
 BOT = "bot1"
-
-
-@pytest.fixture
-async def batcher(redis: Redis) -> AsyncIterator[CommandBatcher]:
-    batcher = CommandBatcher(redis)
-    try:
-        yield batcher
-    finally:
-        await batcher.aclose()
 
 
 @pytest.fixture

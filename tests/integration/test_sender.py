@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -22,7 +21,6 @@ from storage.batching import CommandBatcher
 from storage.idempotency import SendLedger
 from storage.keys import RedisKeys
 from storage.repositories.messages import MessageRecord
-from tests import services
 from tests.faultproxy import FaultProxy
 from tests.services import free_port
 
@@ -135,15 +133,6 @@ async def make_rig(
     yield make
     for close in closers:
         await close()
-
-
-@pytest.fixture
-async def redis_proxy(test_services: services.TestServices) -> AsyncIterator[FaultProxy]:
-    parts = urlsplit(test_services.redis_url)
-    if not parts.hostname or parts.scheme.startswith("unix"):
-        pytest.skip("the test Redis is not on TCP")
-    async with FaultProxy(parts.hostname, parts.port or 6379) as proxy:
-        yield proxy
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -25,15 +24,6 @@ RUN, DUP, THROTTLED, DEBOUNCED, BUSY = (
     Decision.DEBOUNCED,
     Decision.BUSY,
 )
-
-
-@pytest.fixture
-async def batcher(redis: Redis) -> AsyncIterator[CommandBatcher]:
-    batcher = CommandBatcher(redis)
-    try:
-        yield batcher
-    finally:
-        await batcher.aclose()
 
 
 @pytest.fixture
