@@ -515,5 +515,14 @@ def main() -> None:
     cli(prog_name="botfleet")
 
 
+def _add_commands() -> None:
+    from fleet.cli_payments import payments_group
+
+    cli.add_command(payments_group)
+
+
+_add_commands()
+
+
 if __name__ == "__main__":
     main()

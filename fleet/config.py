@@ -225,11 +225,96 @@ class LeasesConfig(_Section):
         return self
 
 
+GatewayKind = Literal["sandbox", "mercadopago", "pushinpay"]
+_GATEWAY_BASES: dict[str, str] = {
+    "mercadopago": "https://api.mercadopago.com",
+    "pushinpay": "https://api.pushinpay.com.br/api",
+}
+
+
+class GatewayConfig(_Section):
+    """One PIX gateway account; funnels name it by ``id``."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+    kind: GatewayKind
+    api_base: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="The gateway's API (default: its production URL; tests point at a fake).",
+    )
+    access_token: SecretStr | None = Field(default=None, description="API credential.")
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Mercado Pago: the app's signing key; sandbox: the signing secret;"
+        " PushinPay: the value of the custom header set in its panel (optional).",
+    )
+    timeout: float = Field(default=10.0, gt=0, le=60, description="Per gateway API call.")
+    payer_email_domain: str = Field(
+        default="example.com",
+        pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
+        description="Mercado Pago wants a payer e-mail: a pseudonymous one is built in this"
+        " domain (never the buyer's data).",
+    )
+
+    _blank = field_validator("access_token", "webhook_secret", "api_base", mode="before")(
+        _blank_to_none
+    )
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        if self.kind in ("mercadopago", "pushinpay") and self.access_token is None:
+            raise ValueError(f"access_token is required for a {self.kind} gateway")
+        if self.kind == "mercadopago" and self.webhook_secret is None:
+            raise ValueError("webhook_secret (the app's signing key) is required for mercadopago")
+        return self
+
+    @property
+    def base_url(self) -> str | None:
+        return self.api_base or _GATEWAY_BASES.get(self.kind)
+
+
+class PaymentsConfig(_Section):
+    """How charges are made and confirmed (the gateways themselves: ``gateways``)."""
+
+    url_secret: SecretStr | None = Field(
+        default=None,
+        description="Instance secret from which each gateway's webhook URL secret is derived.",
+    )
+    currency: Literal["BRL"] = "BRL"
+    pix_expiry_minutes: int = Field(default=30, ge=5, le=1440)
+    reuse_seconds: int = Field(
+        default=300, ge=0, le=3600, description="A pending charge for the same offer is reused."
+    )
+    cooldown_seconds: int = Field(
+        default=20, ge=0, le=3600, description="A user's new charges at most this often."
+    )
+    reconcile_after_seconds: int = Field(
+        default=120, ge=1, le=86_400, description="A pending charge this old is asked about."
+    )
+    jobs_interval: float = Field(
+        default=15.0, gt=0, le=3600, description="Expiry, reconciliation, retries and outbox."
+    )
+    checks_per_minute: int = Field(
+        default=6, ge=1, le=600, description='"I paid" checks per user and minute.'
+    )
+    webhook_max_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
+
+    _blank = field_validator("url_secret", mode="before")(_blank_to_none)
+
+    @field_validator("url_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET_RE.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 16-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+
 class TextBlock(_Section):
     text: str = Field(min_length=1, max_length=4096)
 
 
 class FunnelConfig(_Section):
+    gateway: str | None = Field(default=None, description="The gateways[].id charges go through.")
     welcome: TextBlock
     fallback: TextBlock
 
@@ -262,6 +347,8 @@ class FleetConfig(_Section):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     leases: LeasesConfig = Field(default_factory=LeasesConfig)
+    payments: PaymentsConfig = Field(default_factory=PaymentsConfig)
+    gateways: list[GatewayConfig] = Field(default_factory=list)
     funnels: dict[str, FunnelConfig] = Field(default_factory=dict)
     bots: list[BotConfig] = Field(default_factory=list)
 
@@ -283,6 +370,27 @@ class FleetConfig(_Section):
                 problems.append(
                     (("bots", i, "funnel"), f"unknown funnel {bot.funnel!r} (known: {known})")
                 )
+        gateways: dict[str, int] = {}
+        for i, gateway in enumerate(self.gateways):
+            if gateway.id in gateways:
+                problems.append(
+                    (
+                        ("gateways", i, "id"),
+                        f"duplicate gateway id (also gateways[{gateways[gateway.id]}])",
+                    )
+                )
+            gateways.setdefault(gateway.id, i)
+        for name, funnel in self.funnels.items():
+            if funnel.gateway is not None and funnel.gateway not in gateways:
+                known = ", ".join(sorted(gateways)) or "none defined"
+                problems.append(
+                    (
+                        ("funnels", name, "gateway"),
+                        f"unknown gateway {funnel.gateway!r} (known: {known})",
+                    )
+                )
+        if self.gateways and self.payments.url_secret is None:
+            problems.append((("payments", "url_secret"), "required when gateways are configured"))
         if self.runtime.shutdown_deadline <= self.runtime.shutdown_grace:
             problems.append(
                 (("runtime", "shutdown_deadline"), "must be longer than runtime.shutdown_grace")
@@ -306,3 +414,9 @@ class FleetConfig(_Section):
 
     def enabled_bots(self) -> list[BotConfig]:
         return [bot for bot in self.bots if bot.enabled]
+
+    def gateway(self, gateway_id: str) -> GatewayConfig:
+        for gateway in self.gateways:
+            if gateway.id == gateway_id:
+                return gateway
+        raise KeyError(gateway_id)

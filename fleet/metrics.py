@@ -37,6 +37,17 @@ class FleetMetrics:
     batch_backlog: Gauge
     redis_pipelines: Counter
     dead_letter_replays: Counter
+    payment_webhooks: Counter
+    payment_webhook_rejections: Counter
+    payment_events_processed: Counter
+    payment_transitions: Counter
+    payment_confirm_seconds: Histogram
+    payment_amount_mismatches: Counter
+    charges: Counter
+    payment_checks: Counter
+    inbox_backlog: Gauge
+    outbox_backlog: Gauge
+    outbox_deliveries: Counter
     _bots: dict[str, BotCounters] = field(default_factory=dict)
 
     def for_bot(self, bot_id: str) -> BotCounters:
@@ -188,6 +199,74 @@ def build_metrics() -> FleetMetrics:
             "botfleet_dead_letter_replays_total",
             "Dead letters replayed on request, by result (handled, failed).",
             ["result"],
+            registry=registry,
+        ),
+        payment_webhooks=Counter(
+            "botfleet_payment_webhooks_total",
+            "Payment webhooks by gateway and result (stored, duplicate, rejected, unavailable);"
+            ' an unconfigured gateway id counts as gateway="unknown".',
+            ["gateway", "result"],
+            registry=registry,
+        ),
+        payment_webhook_rejections=Counter(
+            "botfleet_payment_webhook_rejections_total",
+            "Payment webhooks refused, by reason (url_secret, signature, stale, header,"
+            " malformed, too_large, content_type, unknown_gateway, unsupported).",
+            ["gateway", "reason"],
+            registry=registry,
+        ),
+        payment_events_processed=Counter(
+            "botfleet_payment_events_processed_total",
+            "Inbox rows processed by result (moved, no_change, unknown, mismatch, retry).",
+            ["gateway", "result"],
+            registry=registry,
+        ),
+        payment_transitions=Counter(
+            "botfleet_payment_transitions_total",
+            "Charges moved to a status (one per real transition, whatever reported it).",
+            ["gateway", "status", "source"],
+            registry=registry,
+        ),
+        payment_confirm_seconds=Histogram(
+            "botfleet_payment_confirm_seconds",
+            "From the payment at the gateway (when it tells; else the charge's creation) "
+            "to its payment.paid event.",
+            ["gateway"],
+            buckets=(0.1, 0.5, 1, 2.5, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=registry,
+        ),
+        payment_amount_mismatches=Counter(
+            "botfleet_payment_amount_mismatches_total",
+            "Gateways reporting a payment of another amount or currency than charged (refused).",
+            ["gateway"],
+            registry=registry,
+        ),
+        charges=Counter(
+            "botfleet_charges_total",
+            "Charge requests by result (new, reused, busy, cooldown, failed).",
+            ["gateway", "result"],
+            registry=registry,
+        ),
+        payment_checks=Counter(
+            "botfleet_payment_checks_total",
+            '"I paid" and operator checks of one charge by result (asked, limited).',
+            ["gateway", "result"],
+            registry=registry,
+        ),
+        inbox_backlog=Gauge(
+            "botfleet_payment_inbox_backlog",
+            "Stored payment webhooks not processed yet.",
+            registry=registry,
+        ),
+        outbox_backlog=Gauge(
+            "botfleet_outbox_backlog",
+            "Domain events not yet delivered to every subscriber.",
+            registry=registry,
+        ),
+        outbox_deliveries=Counter(
+            "botfleet_outbox_deliveries_total",
+            "Domain event deliveries by subscriber and result (ok, failed).",
+            ["subscriber", "result"],
             registry=registry,
         ),
         webhook_requests=Counter(

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+import aiohttp
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from redis.asyncio import Redis
@@ -25,16 +26,24 @@ from fleet.config import FleetConfig
 from fleet.errors import ServiceUnavailable
 from fleet.http import HttpPool
 from fleet.metrics import FleetMetrics
+from fleet.outbox import OutboxDispatcher
+from fleet.payments.base import Gateway
+from fleet.payments.inbox import InboxWriter
+from fleet.payments.registry import build_gateway
+from fleet.payments.service import PaymentService, url_secret
 from fleet.pipeline import UpdatePipeline
 from fleet.ratelimit import Bucket, SendGate, SendLimits
 from fleet.runner import RunnerServices
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer
 from middlewares.admission import BatchAdmission
+from scheduler.jobs import JobContext
 from storage.batching import CommandBatcher
 from storage.database import create_engine, create_session_factory, ping_database
 from storage.idempotency import SendLedger
 from storage.keys import RedisKeys
+from storage.payments import Charges, Outbox, PaymentInbox, PaymentLedger
+from storage.quota import UserQuota
 from storage.redis import create_redis, ping_redis
 from storage.repositories.messages import MessageRecord
 from storage.repositories.users import UserSeen
@@ -57,6 +66,12 @@ class Services:
     dead_letters: DeadLetters
     messages: BatchWriter[MessageRecord]
     health: list[HealthCheck]
+    payments: PaymentService
+    gateways: dict[str, Gateway]
+    url_secrets: dict[str, str]  # gateway id -> the secret in its webhook URL
+    inbox_writer: InboxWriter
+    outbox: OutboxDispatcher
+    jobs: JobContext
 
 
 async def build_services(
@@ -141,6 +156,32 @@ async def build_services(
         users=users,
         metrics=metrics,
     )
+    # Gateways: one HTTP pool for all of them (each call sets its own timeout).
+    gateway_http = aiohttp.ClientSession()
+    stack.push_async_callback(gateway_http.close)
+    gateways = {g.id: build_gateway(g, gateway_http) for g in config.gateways}
+    for gateway in gateways.values():
+        stack.push_async_callback(gateway.aclose)
+    instance_secret = config.payments.url_secret
+    url_secrets = {
+        gateway_id: url_secret(instance_secret.get_secret_value(), gateway_id)
+        for gateway_id in gateways
+        if instance_secret is not None
+    }
+    inbox = PaymentInbox(sessions)
+    payments = PaymentService(
+        gateways,
+        Charges(sessions),
+        PaymentLedger(sessions),
+        inbox,
+        config.payments,
+        metrics,
+        public_url=config.http.public_url,
+        check_quota=UserQuota(redis, keys, "paycheck", config.payments.checks_per_minute),
+    )
+    inbox_writer = InboxWriter(inbox)
+    stack.push_async_callback(inbox_writer.aclose)
+    outbox = OutboxDispatcher(Outbox(sessions), metrics)
     health: list[HealthCheck] = [
         ("redis", lambda: ping_redis(redis, "redis", 2.0)),
         ("database", lambda: ping_database(engine, 2.0)),
@@ -155,4 +196,10 @@ async def build_services(
         dead_letters=dead_letters,
         messages=messages,
         health=health,
+        payments=payments,
+        gateways=gateways,
+        url_secrets=url_secrets,
+        inbox_writer=inbox_writer,
+        outbox=outbox,
+        jobs=JobContext(payments, inbox, outbox, metrics),
     )

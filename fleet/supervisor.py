@@ -24,12 +24,16 @@ from fleet.errors import FleetError
 from fleet.leases import LeaseCoordinator
 from fleet.metrics import FleetMetrics, build_metrics
 from fleet.notify import SystemdNotifier
+from fleet.outbox import OutboxDispatcher
 from fleet.ownership import BotOwnership, BotReport, StaticOwnership
+from fleet.payments.service import PaymentService
 from fleet.replays import DeadLetterReplayer
 from fleet.runner import BotRunner, RunnerServices, RunnerState
 from fleet.services import HealthCheck, Services, build_services
 from fleet.web import bound_port, build_web_app, start_web
 from fleet.webhook import WebhookRoute, WebhookTarget, add_webhook_route
+from handlers.payments import PaymentWebhooks, add_payment_routes
+from scheduler import Jobs
 from storage.redis import create_redis
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,9 @@ class Supervisor:
         self.web_port: int | None = None
         self.clean_exit = True
         self._tune_gc = tune_gc  # the process is ours alone (botfleet run), not a test's
+        self.payments: PaymentService | None = None
+        self.outbox: OutboxDispatcher | None = None
+        self.jobs: Jobs | None = None
 
     @property
     def config_path(self) -> Path | None:
@@ -109,6 +116,8 @@ class Supervisor:
         async with AsyncExitStack() as stack:
             built = await self._open(stack)
             services = self._services = built.runner
+            jobs = self.jobs
+            assert jobs is not None
             if self._tune_gc:
                 _tune_garbage_collector()
             try:
@@ -138,6 +147,7 @@ class Supervisor:
                         background.append(group.create_task(self._notifier.watchdog()))
                     await self._ownership.settle(self.config.bots)
                     await self._reconcile(self.config)
+                    jobs.start()
                     self._ready.set()
                     self._notifier.ready(self._status())
                     log.info("fleet up: %s", self._status())
@@ -149,6 +159,7 @@ class Supervisor:
                         task.cancel()
             finally:
                 self._group = None
+                await jobs.shutdown()
                 # Cancelled from outside (or a crash): no update may outlive our resources.
                 await services.sequencer.cancel()
                 await services.users.close()
@@ -174,6 +185,22 @@ class Supervisor:
             log.warning("bot registry not written yet (%s); retrying in the background", exc)
             self._registry_stale.set()
         app = build_web_app(self, self.metrics)
+        self.payments = built.payments
+        self.outbox = built.outbox
+        jobs = self.jobs = Jobs(built.jobs, config.payments.jobs_interval)
+        built.payments.on_transition = lambda: jobs.wake("outbox")
+        if built.gateways:
+            add_payment_routes(
+                app,
+                PaymentWebhooks(
+                    gateways=built.gateways,
+                    url_secrets=built.url_secrets,
+                    writer=built.inbox_writer,
+                    metrics=self.metrics,
+                    max_bytes=config.payments.webhook_max_bytes,
+                    on_stored=lambda: jobs.wake("payments-inbox"),
+                ),
+            )
         if config.telegram.mode == "webhook":
             assert config.telegram.webhook_secret is not None  # checked when loading
             secret = config.telegram.webhook_secret.get_secret_value()

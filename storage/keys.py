@@ -23,6 +23,7 @@ BOT_STATE = "botstate"  # one JSON per bot: what its holder reports (`botfleet s
 RATE = "rate"  # token buckets for sends
 THROTTLE = "throttle"  # per-user flood counts: a hash per bot and minute
 DEBOUNCE = "debounce"  # repeated /start within a window
+QUOTA = "quota"  # per-user counts of an action (e.g. "I paid" checks): a hash per bot and minute
 
 DEDUP_TTL_SECONDS = 86_400  # Telegram keeps unconfirmed updates 24 h at most
 UPDATE_BLOCK = 128  # update ids per claims hash: small enough for Redis's compact listpack
@@ -79,6 +80,10 @@ class RedisKeys:
 
     def debounce(self, bot_id: str, chat_id: int, what: str) -> str:
         return self._key(DEBOUNCE, bot_id, chat_id, what)
+
+    def quota(self, bot_id: str, action: str, minute: int) -> str:
+        """How often each user (field) did ``action`` with one bot within one minute."""
+        return self._key(QUOTA, bot_id, action, minute)
 
     def pattern(self, kind: str = "*", bot_id: str = "*") -> str:
         """A ``SCAN MATCH`` pattern, e.g. every lease: ``pattern(LEASE)``."""

@@ -27,7 +27,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names: alembic can then drop and compare them.
@@ -191,4 +191,152 @@ class DeadLetter(Base):
             "replay_requested_at",
             postgresql_where=text("replay_requested_at IS NOT NULL AND resolved_at IS NULL"),
         ),
+    )
+
+
+class PaymentStatus(enum.StrEnum):
+    """``pending`` moves to any other; ``expired``, ``failed`` and ``cancelled`` only to
+    ``paid`` (the gateway says money came in after all); ``paid`` only to ``refunded`` or
+    ``chargeback``, which are final. Never backwards (see :func:`may_move`)."""
+
+    PENDING = "pending"
+    PAID = "paid"
+    REFUNDED = "refunded"
+    CHARGEBACK = "chargeback"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_RANK = {
+    PaymentStatus.PENDING: 0,
+    PaymentStatus.EXPIRED: 1,
+    PaymentStatus.FAILED: 1,
+    PaymentStatus.CANCELLED: 1,
+    PaymentStatus.PAID: 2,
+    PaymentStatus.REFUNDED: 3,
+    PaymentStatus.CHARGEBACK: 3,
+}
+
+
+def may_move(current: PaymentStatus, new: PaymentStatus) -> bool:
+    """Forward only: a late ``pending`` never undoes ``paid``; a refund or chargeback needs a
+    payment first (one reported for a charge never paid here changes nothing)."""
+    if new in (PaymentStatus.REFUNDED, PaymentStatus.CHARGEBACK):
+        return current == PaymentStatus.PAID
+    return _RANK[new] > _RANK[current]
+
+
+class Payment(Base):
+    """A PIX charge and its life: amount in integer cents, status moved forward only."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), nullable=False)
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    offer_ref: Mapped[str] = mapped_column(String(256), nullable=False)  # e.g. plan:mensal
+    description: Mapped[str] = mapped_column(String(256), nullable=False)
+    amount_cents: Mapped[int] = mapped_column(Integer, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    gateway_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    transaction_id: Mapped[str | None] = mapped_column(String(128))  # the gateway's
+    pix_code: Mapped[str | None] = mapped_column(Text)
+    qr_png_base64: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=text("'pending'")
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the funnel did with it (delivery of the product): its own flag, never the status.
+    delivery_state: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=text("'none'")
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attribution: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "transaction_id"),
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        CheckConstraint(
+            "status IN ('pending', 'paid', 'refunded', 'chargeback', 'expired', 'failed',"
+            " 'cancelled')",
+            name="status_known",
+        ),
+        # One charge in the making per user and offer: a double click finds the first.
+        Index(
+            "ix_payments_creating",
+            "bot_id",
+            "telegram_user_id",
+            "offer_ref",
+            "amount_cents",
+            unique=True,
+            postgresql_where=text("status = 'pending' AND transaction_id IS NULL"),
+        ),
+        Index(None, "bot_id", "telegram_user_id", "created_at"),
+        # Expiry and reconciliation walk the pending charges only.
+        Index("ix_payments_pending", "expires_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class PaymentEvent(Base):
+    """The inbox: every authenticated payment webhook as received, stored before the 2xx."""
+
+    __tablename__ = "payment_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(256), nullable=False)
+    transaction_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    received_at: Mapped[datetime] = _now()
+    verification: Mapped[str] = mapped_column(String(32), nullable=False)  # how it was proven
+    claimed_status: Mapped[str | None] = mapped_column(String(16))
+    trusted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    claimed_amount_cents: Mapped[int | None] = mapped_column(Integer)
+    claimed_currency: Mapped[str | None] = mapped_column(String(3))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = _now()
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result: Mapped[str | None] = mapped_column(String(256))
+
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "event_id"),
+        Index(
+            "ix_payment_events_todo",
+            "next_attempt_at",
+            postgresql_where=text("processed_at IS NULL"),
+        ),
+    )
+
+
+class OutboxEvent(Base):
+    """A domain event (``payment.paid``...), delivered at least once to every subscriber."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64), nullable=False)
+    key: Mapped[str] = mapped_column(String(256), nullable=False, unique=True)  # one per transition
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = _now()
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_subscribers: Mapped[list[str]] = mapped_column(
+        ARRAY(String(64)), nullable=False, server_default=text("'{}'")
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_outbox_todo", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
     )

@@ -16,6 +16,9 @@ from storage.repositories import (
     BotUserRepository,
     DeadLetterRepository,
     MessageRepository,
+    OutboxRepository,
+    PaymentEventRepository,
+    PaymentRepository,
 )
 
 
@@ -25,6 +28,9 @@ class UnitOfWork:
     users: BotUserRepository
     messages: MessageRepository
     dead_letters: DeadLetterRepository
+    payments: PaymentRepository
+    payment_events: PaymentEventRepository
+    outbox: OutboxRepository
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
@@ -35,6 +41,9 @@ class UnitOfWork:
         self.users = BotUserRepository(self.session)
         self.messages = MessageRepository(self.session)
         self.dead_letters = DeadLetterRepository(self.session)
+        self.payments = PaymentRepository(self.session)
+        self.payment_events = PaymentEventRepository(self.session)
+        self.outbox = OutboxRepository(self.session)
         return self
 
     async def __aexit__(

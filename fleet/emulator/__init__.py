@@ -9,6 +9,7 @@ from fleet.emulator.control import EmulatorClient, EmulatorControlError
 from fleet.emulator.emulator import TelegramEmulator
 from fleet.emulator.errors import ApiError
 from fleet.emulator.faults import FaultPlan
+from fleet.emulator.pix import PixError, PixFaults, PixGateway
 from fleet.emulator.server import EmulatorServer, build_app
 from fleet.emulator.settings import EmulatorSettings, RateLimits
 from fleet.emulator.state import EmulatorError
@@ -26,6 +27,9 @@ __all__ = [
     "EmulatorServer",
     "EmulatorSettings",
     "FaultPlan",
+    "PixError",
+    "PixFaults",
+    "PixGateway",
     "RateLimits",
     "Sent",
     "TelegramEmulator",

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from fleet.emulator.faults import FaultPlan
+from fleet.emulator.pix import PixError, PixFaults
 from fleet.emulator.settings import RateLimits
 from fleet.emulator.state import EmulatorError
 
@@ -150,6 +151,78 @@ async def _reply_latencies(emu: TelegramEmulator, b: Body) -> Any:
     return emu.reply_latencies()
 
 
+# -- the sandbox PIX gateway (``emulator.pix``); a refused transition answers 409, unknown 404
+
+
+def _id(b: Body, name: str = "id") -> str:
+    value = b[name]
+    if not isinstance(value, str):
+        raise EmulatorError(f"{name} must be a string")
+    return value
+
+
+async def _pix_pay(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.pay(_id(b))
+
+
+async def _pix_refund(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.refund(_id(b))
+
+
+async def _pix_expire(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.expire(_id(b))
+
+
+async def _pix_cancel(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.cancel(_id(b))
+
+
+async def _pix_get(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.charge(_id(b))
+
+
+async def _pix_charges(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.list_charges()
+
+
+async def _pix_webhooks(emu: TelegramEmulator, b: Body) -> Any:
+    """The deliveries log (every attempt), optionally of one event or one charge."""
+    found = emu.pix.webhooks(b.get("event_id"), b.get("charge_id"))
+    return [delivery.to_json() for delivery in found]
+
+
+async def _pix_events(emu: TelegramEmulator, b: Body) -> Any:
+    charge_id = b.get("charge_id")
+    events = emu.pix.events.values()
+    return [e.to_json() for e in events if charge_id is None or e.charge_id == charge_id]
+
+
+async def _pix_faults(emu: TelegramEmulator, b: Body) -> Any:
+    """Replace the PIX fault plan with these fields (``{}`` clears it); returns it."""
+    emu.pix.set_faults(PixFaults.from_json(b))
+    return emu.pix.faults_json()
+
+
+async def _pix_redeliver(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.redeliver(_id(b, "event_id"))
+
+
+async def _pix_release(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.release()
+
+
+async def _pix_emit(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.emit(_id(b), _id(b, "type"), b.get("charge"))
+
+
+async def _pix_configure(emu: TelegramEmulator, b: Body) -> Any:
+    return emu.pix.configure(**b)
+
+
+async def _pix_counters(emu: TelegramEmulator, b: Body) -> Any:
+    return {**emu.pix.counters.to_json(), "held": emu.pix.held, "busy": emu.pix.busy}
+
+
 _ACTIONS: dict[str, Action] = {
     "add_bot": _add_bot,
     "add_user": _add_user,
@@ -170,6 +243,20 @@ _ACTIONS: dict[str, Action] = {
     "revoke_token": _revoke_token,
     "counters": _counters,
     "reply_latencies": _reply_latencies,
+    "pix_pay": _pix_pay,
+    "pix_refund": _pix_refund,
+    "pix_expire": _pix_expire,
+    "pix_cancel": _pix_cancel,
+    "pix_get": _pix_get,
+    "pix_charges": _pix_charges,
+    "pix_webhooks": _pix_webhooks,
+    "pix_events": _pix_events,
+    "pix_faults": _pix_faults,
+    "pix_redeliver": _pix_redeliver,
+    "pix_release": _pix_release,
+    "pix_emit": _pix_emit,
+    "pix_configure": _pix_configure,
+    "pix_counters": _pix_counters,
 }
 
 
@@ -187,6 +274,11 @@ def add_control_routes(app: web.Application, emulator: TelegramEmulator) -> None
                 return _answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         except TimeoutError:
             return _answer(408, {"ok": False, "error_code": 408, "description": "timed out"})
+        except PixError as exc:
+            description = str(exc)
+            return _answer(
+                exc.status, {"ok": False, "error_code": exc.status, "description": description}
+            )
         except (EmulatorError, KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
             detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             return _answer(400, {"ok": False, "error_code": 400, "description": detail})
@@ -200,7 +292,7 @@ def _answer(status: int, body: Any) -> web.Response:
 
 
 class EmulatorControlError(Exception):
-    pass
+    status: int = 0  # the control API's HTTP status (400, 404, 408, 409)
 
 
 class EmulatorClient:
@@ -221,7 +313,9 @@ class EmulatorClient:
         ) as response:
             answer = orjson.loads(await response.read())
         if not answer.get("ok"):
-            raise EmulatorControlError(answer.get("description", "control call failed"))
+            error = EmulatorControlError(answer.get("description", "control call failed"))
+            error.status = response.status
+            raise error
         return answer["result"]
 
     def __getattr__(self, action: str) -> Callable[..., Awaitable[Any]]:

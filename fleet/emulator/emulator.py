@@ -19,6 +19,7 @@ from fleet.emulator.faults import FaultInjector, FaultPlan
 from fleet.emulator.methods import METHODS, SENDING
 from fleet.emulator.methods.receiving import RawJson
 from fleet.emulator.params import Params
+from fleet.emulator.pix import PixGateway
 from fleet.emulator.settings import EmulatorSettings, RateLimits
 from fleet.emulator.simulation import BotRef, UserSimulation
 from fleet.emulator.webhook import WebhookDelivery
@@ -33,6 +34,8 @@ class TelegramEmulator(UserSimulation):
         self.requests: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self._session: aiohttp.ClientSession | None = None
+        # The sandbox PIX gateway (``/pix/v1/...`` on the same server); its changes wake wait_for.
+        self.pix = PixGateway(self.settings, on_change=self.changed)
 
     # -- calls ------------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class TelegramEmulator(UserSimulation):
         }
 
     async def close(self) -> None:
+        await self.pix.close()
         for bot in self.bots.values():
             if bot.delivery is not None:
                 await bot.delivery.stop()

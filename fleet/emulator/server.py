@@ -20,6 +20,7 @@ from fleet.emulator.control import add_control_routes
 from fleet.emulator.emulator import TelegramEmulator
 from fleet.emulator.errors import ApiError, DropConnection, bad_request, not_found
 from fleet.emulator.params import Params, Upload
+from fleet.emulator.pix import add_pix_routes
 from fleet.emulator.settings import EmulatorSettings
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def build_app(emulator: TelegramEmulator) -> web.Application:
     app[EMULATOR_KEY] = emulator
     app.router.add_route("*", "/bot{token}/{method}", _bot_method)
     add_control_routes(app, emulator)
+    add_pix_routes(app, emulator.pix)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
 
@@ -171,11 +173,13 @@ class EmulatorServer:
             await runner.cleanup()
             raise
         self._runner = runner
+        self.emulator.pix.start()
 
     async def stop(self) -> None:
         """Close the listening socket and every open connection; state stays."""
         runner, self._runner = self._runner, None
         if runner is not None:
+            await self.emulator.pix.stop()  # its webhook deliveries end with the server
             await runner.shutdown()
             await runner.cleanup()
 

@@ -3,6 +3,12 @@
 from storage.repositories.bots import BotRecord, BotRepository
 from storage.repositories.dead_letters import DeadLetterRepository, FailedUpdate
 from storage.repositories.messages import MessageRecord, MessageRepository
+from storage.repositories.payment_events import (
+    OutboxRepository,
+    PaymentEventRepository,
+    ReceivedWebhook,
+)
+from storage.repositories.payments import NewCharge, PaymentRepository
 from storage.repositories.users import Attribution, BotUserRepository, UserSeen
 
 __all__ = [
@@ -14,5 +20,10 @@ __all__ = [
     "FailedUpdate",
     "MessageRecord",
     "MessageRepository",
+    "NewCharge",
+    "OutboxRepository",
+    "PaymentEventRepository",
+    "PaymentRepository",
+    "ReceivedWebhook",
     "UserSeen",
 ]

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import make_url
 
 from fleet.config import DatabaseConfig, FleetConfig, RedisConfig
 from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
 from fleet.supervisor import Supervisor
+from tests.faultproxy import FaultProxy
 from tests.services import free_port
 
 WELCOME = "Bem-vindo! Escolha um plano abaixo."
@@ -143,3 +145,20 @@ def welcomes(emulator: TelegramEmulator, token: str, user: User, text: str = WEL
 def metric(supervisor: Supervisor, name: str, **labels: str) -> float:
     value = supervisor.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
+
+
+@pytest.fixture
+async def pg_proxy(db_config: DatabaseConfig) -> AsyncIterator[FaultProxy]:
+    """A fault proxy in front of the test PostgreSQL (point a fleet at it with :func:`through`)."""
+    assert db_config.url is not None
+    url = make_url(db_config.url.get_secret_value())
+    if not url.host or url.host.startswith("/"):
+        pytest.skip("the test PostgreSQL is not on TCP")
+    async with FaultProxy(url.host, url.port or 5432) as proxy:
+        yield proxy
+
+
+def through(proxy: FaultProxy, db: DatabaseConfig) -> str:
+    assert db.url is not None
+    url = make_url(db.url.get_secret_value()).set(host=proxy.host, port=proxy.port)
+    return url.render_as_string(hide_password=False)

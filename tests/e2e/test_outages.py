@@ -6,18 +6,26 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import make_url, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.config import DatabaseConfig, RedisConfig
 from fleet.emulator import EmulatorServer, FaultPlan, TelegramEmulator
 from storage.models import Bot, BotUser, Message
-from tests.e2e.conftest import StartFleet, fleet_dict, metric, token_for, welcomes, write_config
+from tests.e2e.conftest import (
+    StartFleet,
+    fleet_dict,
+    metric,
+    through,
+    token_for,
+    welcomes,
+    write_config,
+)
 from tests.faultproxy import FaultProxy
 
 A, B = token_for(0), token_for(1)
@@ -57,22 +65,6 @@ def pending(emulator: TelegramEmulator) -> int:
 
 def requests(emulator: TelegramEmulator, method: str) -> int:
     return int(emulator.counters()["requests"].get(method, 0))
-
-
-@pytest.fixture
-async def pg_proxy(db_config: DatabaseConfig) -> AsyncIterator[FaultProxy]:
-    assert db_config.url is not None
-    url = make_url(db_config.url.get_secret_value())
-    if not url.host or url.host.startswith("/"):
-        pytest.skip("the test PostgreSQL is not on TCP")
-    async with FaultProxy(url.host, url.port or 5432) as proxy:
-        yield proxy
-
-
-def through(proxy: FaultProxy, db: DatabaseConfig) -> str:
-    assert db.url is not None
-    url = make_url(db.url.get_secret_value()).set(host=proxy.host, port=proxy.port)
-    return url.render_as_string(hide_password=False)
 
 
 # -- 1. finishing fails after the send went out ------------------------------------------------

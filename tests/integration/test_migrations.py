@@ -9,7 +9,7 @@ from fleet.config import DatabaseConfig
 from migrations import runner
 from storage.database import create_engine
 
-TABLES = {"bots", "bot_users", "messages", "dead_letters"}
+TABLES = {"bots", "bot_users", "messages", "dead_letters", "payments", "payment_events", "outbox"}
 
 
 async def _tables(engine: object) -> set[str]:

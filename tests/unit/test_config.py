@@ -170,6 +170,8 @@ def test_json_schema_lists_every_section() -> None:
         "telegram",
         "runtime",
         "leases",
+        "payments",
+        "gateways",
         "funnels",
         "bots",
     }

@@ -8,17 +8,17 @@ and the emulator stands alone. Imports inside functions count too.
 
 The tiers (DESIGN.md, "Layout"), with the modules added since in their place:
 
-6 composition  fleet.cli, fleet.demo, fleet.supervisor, fleet.services
+6 composition  fleet.cli, fleet.cli_payments, fleet.demo, fleet.supervisor, fleet.services
 5 runtime      fleet.runner, fleet.polling, fleet.pipeline, fleet.completion,
                fleet.dispatch, fleet.webhook, fleet.replays, fleet.leases,
                fleet.ownership, fleet.web, fleet.status, fleet.notify, fleet.embedded
 4 edges        handlers/  middlewares/  scheduler/   (siblings)
 3 services     fleet.sender, fleet.ratelimit, fleet.batcher, fleet.sequencer,
-               fleet.payments, fleet.tracking
+               fleet.payments, fleet.tracking, fleet.outbox
 2 domain+data  storage/, migrations/, fleet.funnel, fleet.telegram, fleet.http,
                fleet.offsets, fleet.assignment
 1 leaves       fleet (the package), fleet.config, fleet.config_file, fleet.context,
-               fleet.metrics, fleet.errors, fleet.logs, fleet.lazytypes
+               fleet.metrics, fleet.errors, fleet.logs, fleet.lazytypes, fleet.money
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ EMULATOR = "fleet.emulator"
 TIERS: dict[str, int] = {
     "fleet.__main__": 6,
     "fleet.cli": 6,
+    "fleet.cli_payments": 6,
     "fleet.demo": 6,
     "fleet.supervisor": 6,
     "fleet.services": 6,
@@ -59,6 +60,7 @@ TIERS: dict[str, int] = {
     "fleet.batcher": 3,
     "fleet.sequencer": 3,
     "fleet.payments": 3,
+    "fleet.outbox": 3,
     "fleet.tracking": 3,
     "storage": 2,
     "migrations": 2,
@@ -75,6 +77,7 @@ TIERS: dict[str, int] = {
     "fleet.errors": 1,
     "fleet.logs": 1,
     "fleet.lazytypes": 1,
+    "fleet.money": 1,
 }
 
 

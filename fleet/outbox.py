@@ -1,0 +1,81 @@
+"""Domain events to their subscribers, at least once each, from any instance.
+
+A transition writes its event to the ``outbox`` table in its own transaction
+(``storage.payments``); :class:`OutboxDispatcher` claims due events
+(``FOR UPDATE SKIP LOCKED`` with a lease, so every instance may run it at
+once), calls each subscriber of the topic that has not succeeded yet, and
+records who did: a subscriber that fails is called again later (back-off),
+the others are not. A subscriber must therefore be idempotent: it is called at
+least once per event, rarely twice (an instance that dies after the call and
+before the record).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from fleet.metrics import FleetMetrics
+from storage.payments import Outbox
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+_LEASE = timedelta(seconds=60)
+_BACKOFF_MAX = timedelta(minutes=10)
+
+
+class OutboxDispatcher:
+    def __init__(self, outbox: Outbox, metrics: FleetMetrics, *, batch: int = 100) -> None:
+        self._outbox = outbox
+        self._metrics = metrics
+        self._batch = batch
+        self._subscribers: list[tuple[str, str, Subscriber]] = []  # (topic prefix, name, fn)
+
+    def subscribe(self, topic: str, name: str, subscriber: Subscriber) -> None:
+        """``topic``: ``payment.paid``, or a prefix ending in a dot (``payment.``)."""
+        if any(existing == name for _, existing, _ in self._subscribers):
+            raise ValueError(f"subscriber {name!r} already registered")
+        self._subscribers.append((topic, name, subscriber))
+
+    def _for(self, topic: str) -> list[tuple[str, Subscriber]]:
+        return [
+            (name, fn)
+            for prefix, name, fn in self._subscribers
+            if topic == prefix or (prefix.endswith(".") and topic.startswith(prefix))
+        ]
+
+    async def deliver_due(self, now: datetime) -> int:
+        """One round: the due events, each to the subscribers it still owes; returns how many
+        events were claimed."""
+        events = await self._outbox.claim(now, _LEASE, self._batch)
+        for event in events:
+            done = list(event.done_subscribers)
+            errors: list[str] = []
+            for name, subscriber in self._for(event.topic):
+                if name in done:
+                    continue
+                try:
+                    await subscriber(event.topic, event.payload)
+                except Exception as exc:
+                    errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                    self._metrics.outbox_deliveries.labels(name, "failed").inc()
+                    log.warning("outbox: %s for event %s failed (%r)", name, event.id, exc)
+                    continue
+                done.append(name)
+                self._metrics.outbox_deliveries.labels(name, "ok").inc()
+            retry_at = None
+            if errors:
+                delay = min(timedelta(seconds=2 ** min(event.attempts, 10)), _BACKOFF_MAX)
+                retry_at = now + delay
+            await self._outbox.progress(
+                event.id,
+                done,
+                delivered=not errors,
+                retry_at=retry_at,
+                error="; ".join(errors) or None,
+            )
+        return len(events)

@@ -1,0 +1,1 @@
+"""PIX gateways behind one interface (``fleet.payments.base``): sandbox, mercadopago, pushinpay."""

@@ -1,0 +1,260 @@
+"""Payment services: each owns its transaction (the gateway calls happen outside them).
+
+- :class:`Charges`: the rows of charges: reuse, cool-down, one charge in the
+  making per user and offer, then the gateway's answer attached.
+- :class:`PaymentLedger`: a gateway's word about a charge, applied under the
+  row lock: amount and currency checked, status moved forward only, one domain
+  event per real transition written to the outbox in the same transaction.
+- :class:`PaymentInbox` and :class:`Outbox`: the two queues (see
+  ``storage.repositories.payment_events``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.models import OutboxEvent, Payment, PaymentEvent, PaymentStatus, may_move
+from storage.repositories.payment_events import ReceivedWebhook
+from storage.repositories.payments import NewCharge
+from storage.uow import UnitOfWork
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+class Opened(enum.StrEnum):
+    NEW = "new"  # a row to create at the gateway now
+    REUSED = "reused"  # a recent pending charge for the same offer: show it again
+    BUSY = "busy"  # the same charge is being made right now (a double click)
+    COOLDOWN = "cooldown"  # the user asked for another charge too soon
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    result: Opened
+    payment: Payment | None = None
+    retry_after: float = 0.0  # COOLDOWN: seconds
+
+
+class Charges:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    async def open(
+        self, charge: NewCharge, now: datetime, *, reuse: timedelta, cooldown: timedelta
+    ) -> Opening:
+        async with UnitOfWork(self._sessions) as uow:
+            found = await uow.payments.reusable(
+                charge.bot_id, charge.telegram_user_id, charge.offer_ref, charge.amount_cents,
+                since=now - reuse, valid_until=now + timedelta(minutes=2),
+            )  # fmt: skip
+            if found is not None:  # being made right now (no transaction id yet): a double click
+                return Opening(Opened.REUSED if found.transaction_id else Opened.BUSY, found)
+            last = await uow.payments.last_created_at(charge.bot_id, charge.telegram_user_id)
+            if last is not None and now - last < cooldown:
+                wait = (cooldown - (now - last)).total_seconds()
+                return Opening(Opened.COOLDOWN, retry_after=wait)
+            started = await uow.payments.start(charge)
+            if started is None:
+                return Opening(Opened.BUSY)
+            await uow.commit()
+        return Opening(Opened.NEW, started)
+
+    async def attach(
+        self,
+        payment_id: int,
+        *,
+        transaction_id: str,
+        pix_code: str,
+        qr_png_base64: str | None,
+        expires_at: datetime,
+    ) -> Payment:
+        async with UnitOfWork(self._sessions) as uow:
+            payment = await uow.payments.attach(
+                payment_id,
+                transaction_id=transaction_id,
+                pix_code=pix_code,
+                qr_png_base64=qr_png_base64,
+                expires_at=expires_at,
+            )
+            await uow.commit()
+        return payment
+
+    async def give_up(self, payment_id: int) -> None:
+        async with UnitOfWork(self._sessions) as uow:
+            await uow.payments.give_up(payment_id)
+            await uow.commit()
+
+    async def get(self, payment_id: int) -> Payment | None:
+        async with UnitOfWork(self._sessions) as uow:
+            return await uow.payments.get(payment_id)
+
+    async def listing(
+        self, bot_id: str | None = None, status: str | None = None, limit: int = 50
+    ) -> Sequence[Payment]:
+        async with UnitOfWork(self._sessions) as uow:
+            return await uow.payments.listing(bot_id, status, limit)
+
+    async def history(
+        self, payment: Payment
+    ) -> tuple[Sequence[PaymentEvent], Sequence[OutboxEvent]]:
+        """The webhooks stored for a charge and the domain events it produced."""
+        async with UnitOfWork(self._sessions) as uow:
+            webhooks: Sequence[PaymentEvent] = ()
+            if payment.transaction_id is not None:
+                webhooks = await uow.payment_events.for_transaction(
+                    payment.gateway_id, payment.transaction_id
+                )
+            return webhooks, await uow.outbox.for_payment(payment.id)
+
+    async def pending_older_than(self, before: datetime, limit: int = 100) -> Sequence[Payment]:
+        async with UnitOfWork(self._sessions) as uow:
+            return await uow.payments.pending_older_than(before, limit)
+
+
+class Applied(enum.StrEnum):
+    MOVED = "moved"  # a real transition (and its domain event)
+    NO_CHANGE = "no_change"  # already there, or not forward
+    UNKNOWN = "unknown"  # no charge of ours has this transaction id
+    MISMATCH = "mismatch"  # paid, but not the amount or currency we charged: not accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    result: Applied
+    payment_id: int | None = None
+    before: PaymentStatus | None = None
+    after: PaymentStatus | None = None
+    created_at: datetime | None = None
+    bot_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """What a gateway says about one of its transactions."""
+
+    gateway_id: str
+    transaction_id: str
+    status: PaymentStatus
+    amount_cents: int | None
+    currency: str | None
+    paid_at: datetime | None = None
+
+
+class PaymentLedger:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    async def apply(self, word: Word, now: datetime, *, source: str) -> Application:
+        async with UnitOfWork(self._sessions) as uow:
+            payment = await uow.payments.lock(word.gateway_id, word.transaction_id)
+            if payment is None:
+                return Application(Applied.UNKNOWN)
+            before = PaymentStatus(payment.status)
+            seen = Application(
+                Applied.NO_CHANGE, payment.id, before, before, payment.created_at, payment.bot_id
+            )
+            if not may_move(before, word.status):
+                return seen
+            if word.status == PaymentStatus.PAID and (
+                word.amount_cents != payment.amount_cents or word.currency != payment.currency
+            ):
+                return Application(
+                    Applied.MISMATCH, payment.id, before, before, payment.created_at, payment.bot_id
+                )
+            await uow.payments.move(payment, word.status, word.paid_at or now)
+            await uow.outbox.add(
+                f"payment.{word.status}",
+                f"payment.{word.status}:{payment.id}",
+                _event(payment, before, source, now),
+            )
+            await uow.commit()
+        return Application(
+            Applied.MOVED, payment.id, before, word.status, payment.created_at, payment.bot_id
+        )
+
+
+def _event(payment: Payment, before: PaymentStatus, source: str, at: datetime) -> dict[str, Any]:
+    return {
+        "payment_id": payment.id,
+        "bot_id": payment.bot_id,
+        "telegram_user_id": payment.telegram_user_id,
+        "offer_ref": payment.offer_ref,
+        "amount_cents": payment.amount_cents,
+        "currency": payment.currency,
+        "gateway_id": payment.gateway_id,
+        "transaction_id": payment.transaction_id,
+        "status": payment.status,
+        "previous": str(before),
+        "paid_at": payment.paid_at.isoformat() if payment.paid_at else None,
+        "at": at.isoformat(),
+        "source": source,  # webhook, reconcile, check, expiry
+        "attribution": payment.attribution,
+    }
+
+
+class PaymentInbox:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    async def store(self, webhooks: Sequence[ReceivedWebhook]) -> set[tuple[str, str]]:
+        """Commit every webhook (once per gateway event); the keys that were new."""
+        async with UnitOfWork(self._sessions) as uow:
+            new = await uow.payment_events.add_many(webhooks)
+            await uow.commit()
+        return new
+
+    async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[PaymentEvent]:
+        async with UnitOfWork(self._sessions) as uow:
+            rows = await uow.payment_events.claim(now, lease, limit)
+            await uow.commit()
+        return rows
+
+    async def done(self, event_id: int, result: str) -> None:
+        async with UnitOfWork(self._sessions) as uow:
+            await uow.payment_events.done(event_id, result)
+            await uow.commit()
+
+    async def later(self, event_id: int, when: datetime, result: str) -> None:
+        async with UnitOfWork(self._sessions) as uow:
+            await uow.payment_events.later(event_id, when, result)
+            await uow.commit()
+
+    async def backlog(self) -> int:
+        async with UnitOfWork(self._sessions) as uow:
+            return await uow.payment_events.backlog()
+
+
+class Outbox:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[OutboxEvent]:
+        async with UnitOfWork(self._sessions) as uow:
+            rows = await uow.outbox.claim(now, lease, limit)
+            await uow.commit()
+        return rows
+
+    async def progress(
+        self,
+        event_id: int,
+        done: Sequence[str],
+        *,
+        delivered: bool,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        async with UnitOfWork(self._sessions) as uow:
+            await uow.outbox.progress(
+                event_id, done, delivered=delivered, retry_at=retry_at, error=error
+            )
+            await uow.commit()
+
+    async def backlog(self, now: datetime) -> int:
+        async with UnitOfWork(self._sessions) as uow:
+            return await uow.outbox.backlog(now)

@@ -1,0 +1,177 @@
+"""The payment webhook inbox and the outbox of domain events. Repositories never commit.
+
+Both queues are worked the same way by any number of instances: claim due rows
+with ``FOR UPDATE SKIP LOCKED`` and a lease (``locked_until``) in one short
+transaction, work on them outside it, then record the result; a lease that
+runs out (its instance died) makes the row due again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import OutboxEvent, PaymentEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedWebhook:
+    gateway_id: str
+    event_id: str
+    transaction_id: str
+    headers: dict[str, str]
+    body: str
+    verification: str
+    claimed_status: str | None
+    trusted: bool
+    claimed_amount_cents: int | None
+    claimed_currency: str | None
+
+
+class PaymentEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add_many(self, webhooks: Sequence[ReceivedWebhook]) -> set[tuple[str, str]]:
+        """Store each (gateway, event) once; returns the keys that were new."""
+        if not webhooks:
+            return set()
+        table = PaymentEvent.__table__
+        stmt = (
+            insert(table)  # type: ignore[arg-type]
+            .values([_row(w) for w in webhooks])
+            .on_conflict_do_nothing(index_elements=[table.c.gateway_id, table.c.event_id])
+            .returning(table.c.gateway_id, table.c.event_id)
+        )
+        return {(g, e) for g, e in (await self._session.execute(stmt)).all()}
+
+    async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[PaymentEvent]:
+        stmt = (
+            select(PaymentEvent)
+            .where(
+                PaymentEvent.processed_at.is_(None),
+                PaymentEvent.next_attempt_at <= now,
+                or_(PaymentEvent.locked_until.is_(None), PaymentEvent.locked_until < now),
+            )
+            .order_by(PaymentEvent.next_attempt_at, PaymentEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await self._session.scalars(stmt)).all()
+        for row in rows:
+            row.locked_until = now + lease
+            row.attempts += 1
+        await self._session.flush()
+        return rows
+
+    async def done(self, event_id: int, result: str) -> None:
+        await self._session.execute(
+            update(PaymentEvent)
+            .where(PaymentEvent.id == event_id)
+            .values(processed_at=func.now(), result=result[:256], locked_until=None)
+        )
+
+    async def later(self, event_id: int, when: datetime, result: str) -> None:
+        await self._session.execute(
+            update(PaymentEvent)
+            .where(PaymentEvent.id == event_id)
+            .values(next_attempt_at=when, result=result[:256], locked_until=None)
+        )
+
+    async def backlog(self) -> int:
+        stmt = select(func.count()).where(PaymentEvent.processed_at.is_(None))
+        return int(await self._session.scalar(stmt) or 0)
+
+    async def for_transaction(self, gateway_id: str, transaction_id: str) -> Sequence[PaymentEvent]:
+        stmt = (
+            select(PaymentEvent)
+            .where(
+                PaymentEvent.gateway_id == gateway_id,
+                PaymentEvent.transaction_id == transaction_id,
+            )
+            .order_by(PaymentEvent.received_at, PaymentEvent.id)
+        )
+        return (await self._session.scalars(stmt)).all()
+
+
+def _row(webhook: ReceivedWebhook) -> dict[str, Any]:
+    return {
+        "gateway_id": webhook.gateway_id,
+        "event_id": webhook.event_id[:256],
+        "transaction_id": webhook.transaction_id[:128],
+        "headers": webhook.headers,
+        "body": webhook.body,
+        "verification": webhook.verification,
+        "claimed_status": webhook.claimed_status,
+        "trusted": webhook.trusted,
+        "claimed_amount_cents": webhook.claimed_amount_cents,
+        "claimed_currency": webhook.claimed_currency,
+    }
+
+
+class OutboxRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, topic: str, key: str, payload: dict[str, Any]) -> bool:
+        """Record a domain event once per ``key``; False if it exists already."""
+        stmt = (
+            insert(OutboxEvent)
+            .values(topic=topic, key=key, payload=payload)
+            .on_conflict_do_nothing(index_elements=[OutboxEvent.key])
+            .returning(OutboxEvent.id)
+        )
+        return (await self._session.execute(stmt)).first() is not None
+
+    async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[OutboxEvent]:
+        stmt = (
+            select(OutboxEvent)
+            .where(
+                OutboxEvent.delivered_at.is_(None),
+                OutboxEvent.next_attempt_at <= now,
+                or_(OutboxEvent.locked_until.is_(None), OutboxEvent.locked_until < now),
+            )
+            .order_by(OutboxEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await self._session.scalars(stmt)).all()
+        for row in rows:
+            row.locked_until = now + lease
+            row.attempts += 1
+        await self._session.flush()
+        return rows
+
+    async def progress(
+        self, event_id: int, done: Sequence[str], *, delivered: bool, retry_at: datetime | None,
+        error: str | None,
+    ) -> None:  # fmt: skip
+        values: dict[str, Any] = {"done_subscribers": list(done), "locked_until": None}
+        if delivered:
+            values["delivered_at"] = func.now()
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
+        values["last_error"] = error[:2000] if error else None
+        await self._session.execute(
+            update(OutboxEvent).where(OutboxEvent.id == event_id).values(**values)
+        )
+
+    async def backlog(self, now: datetime) -> int:
+        stmt = select(func.count()).where(
+            and_(OutboxEvent.delivered_at.is_(None), OutboxEvent.created_at <= now)
+        )
+        return int(await self._session.scalar(stmt) or 0)
+
+    async def for_payment(self, payment_id: int) -> Sequence[OutboxEvent]:
+        stmt = (
+            select(OutboxEvent)
+            .where(OutboxEvent.key.like(f"payment.%:{payment_id}"))
+            .order_by(OutboxEvent.id)
+        )
+        return (await self._session.scalars(stmt)).all()
