@@ -294,6 +294,13 @@ class PaymentsConfig(_Section):
     jobs_interval: float = Field(
         default=15.0, gt=0, le=3600, description="Expiry, reconciliation, retries and outbox."
     )
+    retry_base_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="A webhook whose processing failed (the gateway away) is tried again after"
+        " this, doubling each time up to 15 minutes.",
+    )
     checks_per_minute: int = Field(
         default=6, ge=1, le=600, description='"I paid" checks per user and minute.'
     )

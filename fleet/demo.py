@@ -21,6 +21,7 @@ from rich.table import Table
 
 from fleet.config import BotConfig, FleetConfig
 from fleet.config_file import load_config
+from fleet.demo_payments import demo_sale, print_sale
 from fleet.embedded import start_embedded
 from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
 from fleet.supervisor import Supervisor
@@ -77,7 +78,7 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
             update={"url": SecretStr(redis_url), "key_prefix": prefix}
         )
         fleet_config = config.model_copy(update={"database": db_config, "redis": redis_config})
-        conversations = await _run_fleet(fleet_config, console)
+        conversations, sale = await _run_fleet(fleet_config, console)
 
     services = Table(title="services", show_header=False)
     services.add_row("PostgreSQL", redacted(engine.url), f"schema {revision}")
@@ -104,6 +105,7 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
     for line in conversations:
         talk.add_row(*line)
     console.print(talk)
+    print_sale(console, sale)
 
 
 async def _double_taps(emulator: TelegramEmulator, users: list[tuple[BotConfig, User]]) -> int:
@@ -149,8 +151,11 @@ def _print_runtime(console: Console, supervisor: Supervisor, repeats: int) -> No
     console.print(table)
 
 
-async def _run_fleet(config: FleetConfig, console: Console) -> list[tuple[str, ...]]:
-    """The supervisor on the emulator: two users per enabled bot, /start and a question."""
+async def _run_fleet(
+    config: FleetConfig, console: Console
+) -> tuple[list[tuple[str, ...]], Table | None]:
+    """The supervisor on the emulator: two users per enabled bot, /start and a question;
+    then one PIX sale through the sandbox gateway the emulator serves."""
     # Fresh ids each run: the embedded Redis keeps its dedup keys between demos.
     async with EmulatorServer(settings=EmulatorSettings()) as emulator_server:
         emulator = emulator_server.emulator
@@ -167,9 +172,18 @@ async def _run_fleet(config: FleetConfig, console: Console) -> list[tuple[str, .
                         "mode": "polling",
                     }
                 ),
-                "http": config.http.model_copy(update={"port": 0}),
+                "http": config.http.model_copy(update={"port": 0, "public_url": None}),
+                "gateways": [
+                    g.model_copy(update={"api_base": emulator_server.base_url})
+                    if g.kind == "sandbox"
+                    else g
+                    for g in config.gateways
+                ],
             }
         )
+        for gateway in config.gateways:
+            if gateway.kind == "sandbox" and gateway.webhook_secret is not None:
+                emulator.pix.configure(secret=gateway.webhook_secret.get_secret_value())
         supervisor = Supervisor(config)
         fleet = asyncio.create_task(supervisor.run())
         try:
@@ -197,7 +211,8 @@ async def _run_fleet(config: FleetConfig, console: Console) -> list[tuple[str, .
             rows = [line for talk in talks for line in talk]
             repeats = await _double_taps(emulator, users)
             _print_runtime(console, supervisor, repeats)
-            return rows
+            sale = await demo_sale(supervisor, emulator_server, emulator.add_user("Carla"))
+            return rows, sale
         finally:
             supervisor.request_stop()
             await fleet

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 
 import aiohttp
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -201,5 +202,11 @@ async def build_services(
         url_secrets=url_secrets,
         inbox_writer=inbox_writer,
         outbox=outbox,
-        jobs=JobContext(payments, inbox, outbox, metrics),
+        jobs=JobContext(
+            payments,
+            inbox,
+            outbox,
+            metrics,
+            retry_base=timedelta(seconds=config.payments.retry_base_seconds),
+        ),
     )

@@ -30,6 +30,7 @@ class JobContext:
     inbox: PaymentInbox
     outbox: OutboxDispatcher
     metrics: FleetMetrics
+    retry_base: timedelta = timedelta(seconds=5)  # payments.retry_base_seconds
 
 
 async def process_inbox(ctx: JobContext, *, batch: int = 200, rounds: int = 20) -> int:
@@ -41,7 +42,7 @@ async def process_inbox(ctx: JobContext, *, batch: int = 200, rounds: int = 20) 
         for row in rows:
             result = await ctx.payments.process(row, now)
             if result.startswith("retry"):
-                delay = min(timedelta(seconds=5 * 2 ** min(row.attempts, 8)), _RETRY_MAX)
+                delay = min(ctx.retry_base * 2 ** min(max(row.attempts - 1, 0), 8), _RETRY_MAX)
                 await ctx.inbox.later(row.id, now + delay, result)
             else:
                 await ctx.inbox.done(row.id, result)

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +36,7 @@ from fleet.payments.base import (
     GatewayState,
     GatewayUnavailable,
 )
-from storage.models import Payment, PaymentEvent, PaymentStatus
+from storage.models import OutboxEvent, Payment, PaymentEvent, PaymentStatus
 from storage.payments import (
     Application,
     Applied,
@@ -108,6 +108,15 @@ class PaymentService:
             return None
         secret = url_secret(self._config.url_secret.get_secret_value(), gateway_id)
         return f"{self._public_url}/webhook/payment/{gateway_id}/{secret}"
+
+    async def history(
+        self, payment_id: int
+    ) -> tuple[Payment, Sequence[PaymentEvent], Sequence[OutboxEvent]] | None:
+        """A charge, the webhooks stored for it and the domain events it produced."""
+        payment = await self._charges.get(payment_id)
+        if payment is None:
+            return None
+        return payment, *(await self._charges.history(payment))
 
     # -- charges --------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ def payment_fleet(
         "jobs_interval": jobs_interval,
         "cooldown_seconds": 0,
         "reconcile_after_seconds": 10,
+        "retry_base_seconds": 0.3,
     } | payments
     data["funnels"]["main"]["gateway"] = "sbx"
     return data

@@ -42,6 +42,10 @@ PP_TOKEN = "4242|pushinpay-token-never-in-a-log"
 PP_HEADER_SECRET = "pushinpay-header-value-never-in-a-log"
 
 
+def _json() -> dict[str, str]:
+    return {"Content-Type": "application/json"}
+
+
 def signed(body: bytes) -> dict[str, str]:
     moment = int(time.time())
     return {
@@ -155,6 +159,46 @@ async def test_a_pushinpay_paid_webhook_the_api_denies_changes_nothing(
             exposed = await response.text()
     for secret in (PP_TOKEN, PP_HEADER_SECRET):
         assert secret not in caplog.text and secret not in exposed
+
+
+async def test_a_gateway_failing_while_confirming_is_asked_again_and_nothing_is_lost(
+    emulator_server: EmulatorServer,
+    start_fleet: StartFleet,
+    db_config: DatabaseConfig,
+    redis_config: RedisConfig,
+    pushinpay: FakePushinPay,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    data = payment_fleet(emulator_server.base_url, db_config, redis_config)
+    data["gateways"].append(
+        {"id": "pp", "kind": "pushinpay", "api_base": pushinpay.base_url,
+         "access_token": PP_TOKEN, "timeout": 0.5}
+    )  # fmt: skip
+    fleet = await start_fleet(data=data)
+    supervisor = fleet.supervisor
+    assert supervisor.payments is not None
+    made = await supervisor.payments.charge(
+        "bot-000", 6003, "pp", offer_ref="plan:vip", description="VIP", amount_cents=4990
+    )
+    assert made.payment is not None and made.payment.transaction_id is not None
+    payment, tid = made.payment, made.payment.transaction_id
+    pushinpay.set_status(tid, "paid")
+    # Confirming asks the API: 500, 503, then no answer at all; then it answers.
+    for fault in ("500", "503", "timeout"):
+        pushinpay.fail_next(fault, method="GET")
+    body = json.dumps({"id": tid, "status": "paid", "value": 4990}).encode()
+    async with aiohttp.ClientSession() as http:
+        answer = await post(http, webhook_url(supervisor, "pp"), body, _json())
+    assert answer == 200  # stored: the gateway is not asked to send it again
+    await eventually(lambda: _is(session_factory, payment.id, "paid"), within=30)
+    (row,) = await _rows(session_factory)
+    assert row.attempts == 4 and row.result == "moved"  # three failures, then confirmed
+    assert len(pushinpay.calls("GET", "/transactions/")) == 4
+    assert await events(session_factory, payment.id) == ["payment.paid"]
+    retried = metric(
+        supervisor, "botfleet_payment_events_processed_total", gateway="pp", result="retry"
+    )
+    assert retried == 3
 
 
 async def test_i_paid_checks_the_gateway_for_the_buyer_only_and_within_a_quota(

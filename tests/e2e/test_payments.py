@@ -185,10 +185,16 @@ async def test_forged_and_odd_webhooks_change_nothing_and_are_counted(
 
     # Authentic but lying or odd: another amount, a refund before any payment.
     pix.emit(payment.transaction_id, "charge.paid", {"status": "paid", "amount_cents": 1})
+    pix.emit(payment.transaction_id, "charge.paid", {"status": "paid", "currency": "USD"})
     pix.emit(payment.transaction_id, "charge.refunded", {"status": "refunded"})
-    for event in list(pix.events.values()):
+    stranger = orjson.dumps(  # signed, about a transaction that is none of ours
+        {"event_id": "evt_stranger", "type": "charge.paid", "created_at": view["created_at"],
+         "charge": {**view, "id": "sbx_000000000000000000000000"}}
+    )  # fmt: skip
+    bodies = [event.body for event in pix.events.values()] + [stranger]
+    for authentic in bodies:
         async with aiohttp.ClientSession() as http:
-            assert await post(http, url, event.body, signed(event.body)) == 200
+            assert await post(http, url, authentic, signed(authentic)) == 200
     # The refund's claim is asked about again later (the gateway says pending): looked at
     # once is enough here.
     await eventually(lambda: _looked_at(session_factory))
@@ -211,7 +217,14 @@ async def test_forged_and_odd_webhooks_change_nothing_and_are_counted(
         "signature": 2, "stale": 1, "url_secret": 1, "unknown_gateway": 1, "too_large": 1,
         "content_type": 1, "malformed": 1,
     }  # fmt: skip
-    assert metric(supervisor, "botfleet_payment_amount_mismatches_total", gateway="sbx") == 1
+    assert metric(supervisor, "botfleet_payment_amount_mismatches_total", gateway="sbx") == 2
+    processed = {
+        result: metric(
+            supervisor, "botfleet_payment_events_processed_total", gateway="sbx", result=result
+        )
+        for result in ("mismatch", "unknown")
+    }
+    assert processed == {"mismatch": 2, "unknown": 1}
 
 
 async def test_lost_webhooks_are_made_up_by_reconciliation_even_after_a_gateway_outage(
