@@ -39,6 +39,7 @@ class FleetMetrics:
     dead_letter_replays: Counter
     payment_webhooks: Counter
     payment_webhook_rejections: Counter
+    payment_webhook_seconds: Histogram
     payment_events_processed: Counter
     payment_transitions: Counter
     payment_confirm_seconds: Histogram
@@ -199,6 +200,14 @@ def build_metrics() -> FleetMetrics:
             "botfleet_dead_letter_replays_total",
             "Dead letters replayed on request, by result (handled, failed).",
             ["result"],
+            registry=registry,
+        ),
+        payment_webhook_seconds=Histogram(
+            "botfleet_payment_webhook_seconds",
+            "From a payment webhook's request to its answer, when stored (or a duplicate):"
+            " what the gateway waits for (Mercado Pago gives up after 22 s).",
+            ["gateway"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 22),
             registry=registry,
         ),
         payment_webhooks=Counter(

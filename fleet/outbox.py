@@ -18,7 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fleet.metrics import FleetMetrics
+from storage.models import OutboxEvent
 from storage.payments import Outbox
+from storage.repositories.payment_events import OutboxOutcome
 
 log = logging.getLogger(__name__)
 
@@ -48,34 +50,41 @@ class OutboxDispatcher:
             if topic == prefix or (prefix.endswith(".") and topic.startswith(prefix))
         ]
 
+    async def backlog(self, now: datetime) -> int:
+        """Events not yet delivered to every subscriber."""
+        return await self._outbox.backlog(now)
+
     async def deliver_due(self, now: datetime) -> int:
         """One round: the due events, each to the subscribers it still owes; returns how many
         events were claimed."""
         events = await self._outbox.claim(now, _LEASE, self._batch)
-        for event in events:
-            done = list(event.done_subscribers)
-            errors: list[str] = []
-            for name, subscriber in self._for(event.topic):
-                if name in done:
-                    continue
-                try:
-                    await subscriber(event.topic, event.payload)
-                except Exception as exc:
-                    errors.append(f"{name}: {type(exc).__name__}: {exc}")
-                    self._metrics.outbox_deliveries.labels(name, "failed").inc()
-                    log.warning("outbox: %s for event %s failed (%r)", name, event.id, exc)
-                    continue
-                done.append(name)
-                self._metrics.outbox_deliveries.labels(name, "ok").inc()
-            retry_at = None
-            if errors:
-                delay = min(timedelta(seconds=2 ** min(event.attempts, 10)), _BACKOFF_MAX)
-                retry_at = now + delay
-            await self._outbox.progress(
-                event.id,
-                done,
-                delivered=not errors,
-                retry_at=retry_at,
-                error="; ".join(errors) or None,
-            )
+        outcomes: list[OutboxOutcome] = []
+        try:
+            for event in events:
+                outcomes.append(await self._deliver(event, now))
+        finally:  # recorded together (one transaction); the rest waits for its lease
+            await self._outbox.progress(outcomes)
         return len(events)
+
+    async def _deliver(self, event: OutboxEvent, now: datetime) -> OutboxOutcome:
+        done = list(event.done_subscribers)
+        errors: list[str] = []
+        for name, subscriber in self._for(event.topic):
+            if name in done:
+                continue
+            try:
+                await subscriber(event.topic, event.payload)
+            except Exception as exc:
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                self._metrics.outbox_deliveries.labels(name, "failed").inc()
+                log.warning("outbox: %s for event %s failed (%r)", name, event.id, exc)
+                continue
+            done.append(name)
+            self._metrics.outbox_deliveries.labels(name, "ok").inc()
+        retry_at = None
+        if errors:
+            retry_at = now + min(timedelta(seconds=2 ** min(event.attempts, 10)), _BACKOFF_MAX)
+        return OutboxOutcome(
+            event.id, tuple(done), delivered=not errors, retry_at=retry_at,
+            error="; ".join(errors) or None,
+        )  # fmt: skip

@@ -5,6 +5,7 @@
 - ``payments-reconcile``: pending charges asked about (a lost webhook never
   loses a sale), and expired at their real expiry.
 - ``outbox``: domain events to their subscribers, at least once.
+- ``backlogs``: the inbox and outbox backlogs, for /metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fleet.metrics import FleetMetrics
 from fleet.outbox import OutboxDispatcher
 from fleet.payments.service import PaymentService
 from storage.payments import PaymentInbox
+from storage.repositories.payment_events import InboxOutcome
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +41,27 @@ async def process_inbox(ctx: JobContext, *, batch: int = 200, rounds: int = 20) 
     for _ in range(rounds):
         now = datetime.now(UTC)
         rows = await ctx.inbox.claim(now, _LEASE, batch)
-        for row in rows:
-            result = await ctx.payments.process(row, now)
+        outcomes: list[InboxOutcome] = []
+        for row, result in zip(rows, await ctx.payments.process_many(rows, now), strict=True):
+            retry_at = None
             if result.startswith("retry"):
-                delay = min(ctx.retry_base * 2 ** min(max(row.attempts - 1, 0), 8), _RETRY_MAX)
-                await ctx.inbox.later(row.id, now + delay, result)
-            else:
-                await ctx.inbox.done(row.id, result)
+                delay = ctx.retry_base * 2 ** min(max(row.attempts - 1, 0), 8)
+                retry_at = now + min(delay, _RETRY_MAX)
+            outcomes.append(InboxOutcome(row.id, result, retry_at))
+        await ctx.inbox.finish(outcomes)  # one transaction; a crash before: the lease runs out
         total += len(rows)
         if len(rows) < batch:
             break
-    ctx.metrics.inbox_backlog.set(await ctx.inbox.backlog())
     return total
+
+
+async def measure_backlogs(ctx: JobContext) -> int:
+    """The inbox and outbox backlogs for /metrics (every interval, not on every wake)."""
+    inbox = await ctx.inbox.backlog()
+    ctx.metrics.inbox_backlog.set(inbox)
+    outbox = await ctx.outbox.backlog(datetime.now(UTC))
+    ctx.metrics.outbox_backlog.set(outbox)
+    return inbox + outbox
 
 
 async def reconcile_payments(ctx: JobContext) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import orjson
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -60,6 +61,10 @@ def redacted(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def create_engine(config: DatabaseConfig, *, url: URL | None = None) -> AsyncEngine:
     url = url or database_url(config)
     return create_async_engine(
@@ -70,6 +75,10 @@ def create_engine(config: DatabaseConfig, *, url: URL | None = None) -> AsyncEng
         pool_pre_ping=True,
         # Recycle before typical server/pgbouncer idle cut-offs.
         pool_recycle=1800,
+        # JSONB columns (payloads, headers, attribution) through orjson: several times
+        # cheaper than the json module on the payment and update paths.
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         connect_args={
             "timeout": config.connect_timeout,
             "command_timeout": config.statement_timeout,

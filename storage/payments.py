@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.models import OutboxEvent, Payment, PaymentEvent, PaymentStatus, may_move
-from storage.repositories.payment_events import ReceivedWebhook
+from storage.repositories.payment_events import InboxOutcome, OutboxOutcome, ReceivedWebhook
 from storage.repositories.payments import NewCharge
 from storage.uow import UnitOfWork
 
@@ -151,32 +152,46 @@ class PaymentLedger:
         self._sessions = sessions
 
     async def apply(self, word: Word, now: datetime, *, source: str) -> Application:
+        (applied,) = await self.apply_many([word], now, source=source)
+        return applied
+
+    async def apply_many(
+        self, words: Sequence[Word], now: datetime, *, source: str
+    ) -> list[Application]:
+        """Apply words in order, in one transaction: their charges locked (id order), each
+        moved forward only, amount and currency checked, one event per real transition."""
         async with UnitOfWork(self._sessions) as uow:
-            payment = await uow.payments.lock(word.gateway_id, word.transaction_id)
-            if payment is None:
-                return Application(Applied.UNKNOWN)
-            before = PaymentStatus(payment.status)
-            seen = Application(
-                Applied.NO_CHANGE, payment.id, before, before, payment.created_at, payment.bot_id
-            )
-            if not may_move(before, word.status):
-                return seen
-            if word.status == PaymentStatus.PAID and (
-                word.amount_cents != payment.amount_cents or word.currency != payment.currency
-            ):
-                return Application(
-                    Applied.MISMATCH, payment.id, before, before, payment.created_at, payment.bot_id
-                )
-            await uow.payments.move(payment, word.status, word.paid_at or now)
-            await uow.outbox.add(
-                f"payment.{word.status}",
-                f"payment.{word.status}:{payment.id}",
-                _event(payment, before, source, now),
-            )
-            await uow.commit()
-        return Application(
-            Applied.MOVED, payment.id, before, word.status, payment.created_at, payment.bot_id
-        )
+            locked = await uow.payments.lock_many([(w.gateway_id, w.transaction_id) for w in words])
+            applied: list[Application] = []
+            events: list[tuple[str, str, dict[str, Any]]] = []
+            for word in words:
+                payment = locked.get((word.gateway_id, word.transaction_id))
+                if payment is None:
+                    applied.append(Application(Applied.UNKNOWN))
+                    continue
+                before = PaymentStatus(payment.status)
+                seen = functools.partial(
+                    Application, payment_id=payment.id, before=before,
+                    created_at=payment.created_at, bot_id=payment.bot_id,
+                )  # fmt: skip
+                if not may_move(before, word.status):
+                    applied.append(seen(Applied.NO_CHANGE, after=before))
+                elif word.status == PaymentStatus.PAID and (
+                    word.amount_cents != payment.amount_cents or word.currency != payment.currency
+                ):
+                    applied.append(seen(Applied.MISMATCH, after=before))
+                else:
+                    uow.payments.move(payment, word.status, word.paid_at or now)
+                    topic = f"payment.{word.status}"
+                    events.append(
+                        (topic, f"{topic}:{payment.id}", _event(payment, before, source, now))
+                    )
+                    applied.append(seen(Applied.MOVED, after=word.status))
+            if events:
+                await uow.session.flush()
+                await uow.outbox.add_many(events)
+                await uow.commit()
+        return applied
 
 
 def _event(payment: Payment, before: PaymentStatus, source: str, at: datetime) -> dict[str, Any]:
@@ -215,14 +230,11 @@ class PaymentInbox:
             await uow.commit()
         return rows
 
-    async def done(self, event_id: int, result: str) -> None:
+    async def finish(self, outcomes: Sequence[InboxOutcome]) -> None:
+        if not outcomes:
+            return
         async with UnitOfWork(self._sessions) as uow:
-            await uow.payment_events.done(event_id, result)
-            await uow.commit()
-
-    async def later(self, event_id: int, when: datetime, result: str) -> None:
-        async with UnitOfWork(self._sessions) as uow:
-            await uow.payment_events.later(event_id, when, result)
+            await uow.payment_events.finish(outcomes)
             await uow.commit()
 
     async def backlog(self) -> int:
@@ -240,19 +252,11 @@ class Outbox:
             await uow.commit()
         return rows
 
-    async def progress(
-        self,
-        event_id: int,
-        done: Sequence[str],
-        *,
-        delivered: bool,
-        retry_at: datetime | None = None,
-        error: str | None = None,
-    ) -> None:
+    async def progress(self, outcomes: Sequence[OutboxOutcome]) -> None:
+        if not outcomes:
+            return
         async with UnitOfWork(self._sessions) as uow:
-            await uow.outbox.progress(
-                event_id, done, delivered=delivered, retry_at=retry_at, error=error
-            )
+            await uow.outbox.progress(outcomes)
             await uow.commit()
 
     async def backlog(self, now: datetime) -> int:

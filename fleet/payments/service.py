@@ -190,38 +190,56 @@ class PaymentService:
     async def process(self, row: PaymentEvent, now: datetime) -> str:
         """Apply one stored webhook; returns the result recorded on the row ("retry..." to
         try again later)."""
+        (result,) = await self.process_many([row], now)
+        return result
+
+    async def process_many(self, rows: Sequence[PaymentEvent], now: datetime) -> list[str]:
+        """Apply stored webhooks in order: what each says is judged first (a gateway asked
+        where the body is not proof), then every word is applied in one transaction."""
+        results: list[str | None] = []
+        words: list[Word] = []
+        for row in rows:
+            judged = await self._judge(row)
+            if isinstance(judged, Word):
+                words.append(judged)
+                results.append(None)
+            else:
+                results.append(judged)
+        applied = iter(await self._apply_many(words, now, "webhook"))
+        return [result if result is not None else next(applied).result.value for result in results]
+
+    async def _judge(self, row: PaymentEvent) -> Word | str:
+        """The word to apply for a stored webhook, or the row's final or "retry" result."""
         gateway = self.gateways.get(row.gateway_id)
         if gateway is None:
             return "gateway not configured"
         claimed = PaymentStatus(row.claimed_status) if row.claimed_status else None
         if row.trusted and claimed is not None and claimed not in _GIVEN_BACK:
-            word = Word(
+            return Word(
                 row.gateway_id,
                 row.transaction_id,
                 claimed,
                 row.claimed_amount_cents,
                 row.claimed_currency,
             )
-        else:
-            counted = self._metrics.payment_events_processed
-            try:
-                word = _word(row.gateway_id, await gateway.fetch(row.transaction_id))
-            except ChargeNotFound:
-                counted.labels(row.gateway_id, "unknown").inc()
-                return "unknown transaction at the gateway"
-            except GatewayError as exc:
-                counted.labels(row.gateway_id, "retry").inc()
-                return f"retry: {type(exc).__name__}"
-            if claimed not in (None, word.status) and word.status == PaymentStatus.PENDING:
-                # The body claims more than the gateway says: forged, or the gateway's API
-                # lags its webhook. Asked again a few times; never believed.
-                counted.labels(row.gateway_id, "unconfirmed").inc()
-                said = f"the gateway says pending, not {claimed}"
-                if row.attempts < _UNCONFIRMED_TRIES:
-                    return f"retry: {said}"
-                return f"unconfirmed: {said}"
-        applied = await self._apply(word, now, "webhook")
-        return applied.result.value
+        counted = self._metrics.payment_events_processed
+        try:
+            word = _word(row.gateway_id, await gateway.fetch(row.transaction_id))
+        except ChargeNotFound:
+            counted.labels(row.gateway_id, "unknown").inc()
+            return "unknown transaction at the gateway"
+        except GatewayError as exc:
+            counted.labels(row.gateway_id, "retry").inc()
+            return f"retry: {type(exc).__name__}"
+        if claimed not in (None, word.status) and word.status == PaymentStatus.PENDING:
+            # The body claims more than the gateway says: forged, or the gateway's API
+            # lags its webhook. Asked again a few times; never believed.
+            counted.labels(row.gateway_id, "unconfirmed").inc()
+            said = f"the gateway says pending, not {claimed}"
+            if row.attempts < _UNCONFIRMED_TRIES:
+                return f"retry: {said}"
+            return f"unconfirmed: {said}"
+        return word
 
     async def reconcile(self, now: datetime, limit: int = 100) -> int:
         """Ask the gateways about pending charges older than the configured age."""
@@ -282,15 +300,35 @@ class PaymentService:
         await self._apply(word, now, "expiry")
 
     async def _apply(self, word: Word, now: datetime, source: str) -> Application:
-        if word.status in _GIVEN_BACK and word.paid_at is not None:
-            # Refunded (or charged back) after a payment we may not have seen yet, e.g. the
-            # events came out of order: the payment first, then the refund, each once.
-            paid = Word(
-                word.gateway_id, word.transaction_id, PaymentStatus.PAID, word.amount_cents,
-                word.currency, word.paid_at,
-            )  # fmt: skip
-            await self._apply(paid, now, source)
-        applied = await self._ledger.apply(word, now, source=source)
+        (applied,) = await self._apply_many([word], now, source)
+        return applied
+
+    async def _apply_many(
+        self, words: Sequence[Word], now: datetime, source: str
+    ) -> list[Application]:
+        """Each word applied (one transaction for all); one Application per word."""
+        expanded: list[Word] = []
+        ends: list[int] = []  # index in ``expanded`` of each word's own application
+        for word in words:
+            if word.status in _GIVEN_BACK and word.paid_at is not None:
+                # Refunded (or charged back) after a payment we may not have seen yet, e.g.
+                # the events came out of order: the payment first, then the refund, each once.
+                expanded.append(
+                    Word(
+                        word.gateway_id, word.transaction_id, PaymentStatus.PAID,
+                        word.amount_cents, word.currency, word.paid_at,
+                    )
+                )  # fmt: skip
+            expanded.append(word)
+            ends.append(len(expanded) - 1)
+        if not expanded:
+            return []
+        applications = await self._ledger.apply_many(expanded, now, source=source)
+        for word, applied in zip(expanded, applications, strict=True):
+            self._count(word, applied, now, source)
+        return [applications[i] for i in ends]
+
+    def _count(self, word: Word, applied: Application, now: datetime, source: str) -> None:
         gateway = word.gateway_id
         if source == "webhook":
             self._metrics.payment_events_processed.labels(gateway, applied.result).inc()
@@ -310,13 +348,8 @@ class PaymentService:
                 self._metrics.payment_confirm_seconds.labels(gateway).observe(seconds)
             log.info(
                 "bot %s: charge %s: %s -> %s (%s)",
-                applied.bot_id,
-                applied.payment_id,
-                applied.before,
-                applied.after,
-                source,
-            )
-        return applied
+                applied.bot_id, applied.payment_id, applied.before, applied.after, source,
+            )  # fmt: skip
 
 
 async def _create(gateway: Gateway, request: ChargeRequest) -> Charge:

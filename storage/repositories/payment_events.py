@@ -34,6 +34,26 @@ class ReceivedWebhook:
     claimed_currency: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class InboxOutcome:
+    """What processing a stored webhook came to; ``retry_at`` None: done."""
+
+    id: int
+    result: str
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxOutcome:
+    """Who an event reached; delivered once every subscriber did."""
+
+    id: int
+    done: tuple[str, ...]
+    delivered: bool
+    retry_at: datetime | None = None
+    error: str | None = None
+
+
 class PaymentEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -45,15 +65,18 @@ class PaymentEventRepository:
         table = PaymentEvent.__table__
         stmt = (
             insert(table)  # type: ignore[arg-type]
-            .values([_row(w) for w in webhooks])
             .on_conflict_do_nothing(index_elements=[table.c.gateway_id, table.c.event_id])
             .returning(table.c.gateway_id, table.c.event_id)
         )
-        return {(g, e) for g, e in (await self._session.execute(stmt)).all()}
+        # Parameters apart from the statement: compiled once and cached ("insertmanyvalues"
+        # still sends one INSERT), where .values([...]) compiles anew for every batch size.
+        result = await self._session.execute(stmt, [_row(w) for w in webhooks])
+        return {(g, e) for g, e in result.all()}
 
     async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[PaymentEvent]:
-        stmt = (
-            select(PaymentEvent)
+        """Due rows, leased to the caller: one statement (no row-by-row flush)."""
+        due = (
+            select(PaymentEvent.id)
             .where(
                 PaymentEvent.processed_at.is_(None),
                 PaymentEvent.next_attempt_at <= now,
@@ -63,26 +86,33 @@ class PaymentEventRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        stmt = (
+            update(PaymentEvent)
+            .where(PaymentEvent.id.in_(due.scalar_subquery()))
+            .values(locked_until=now + lease, attempts=PaymentEvent.attempts + 1)
+            .returning(PaymentEvent)
+            .execution_options(synchronize_session=False)
+        )
         rows = (await self._session.scalars(stmt)).all()
-        for row in rows:
-            row.locked_until = now + lease
-            row.attempts += 1
-        await self._session.flush()
-        return rows
+        return sorted(rows, key=lambda row: (row.next_attempt_at, row.id))
 
-    async def done(self, event_id: int, result: str) -> None:
-        await self._session.execute(
-            update(PaymentEvent)
-            .where(PaymentEvent.id == event_id)
-            .values(processed_at=func.now(), result=result[:256], locked_until=None)
-        )
-
-    async def later(self, event_id: int, when: datetime, result: str) -> None:
-        await self._session.execute(
-            update(PaymentEvent)
-            .where(PaymentEvent.id == event_id)
-            .values(next_attempt_at=when, result=result[:256], locked_until=None)
-        )
+    async def finish(self, outcomes: Sequence[InboxOutcome]) -> None:
+        """Record a batch's results: one UPDATE per distinct (result, retry time)."""
+        groups: dict[tuple[str, datetime | None], list[int]] = {}
+        for outcome in outcomes:
+            groups.setdefault((outcome.result[:256], outcome.retry_at), []).append(outcome.id)
+        for (result, retry_at), ids in groups.items():
+            values: dict[str, Any] = {"result": result, "locked_until": None}
+            if retry_at is None:
+                values["processed_at"] = func.now()
+            else:
+                values["next_attempt_at"] = retry_at
+            await self._session.execute(
+                update(PaymentEvent)
+                .where(PaymentEvent.id.in_(ids))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
 
     async def backlog(self) -> int:
         stmt = select(func.count()).where(PaymentEvent.processed_at.is_(None))
@@ -129,9 +159,20 @@ class OutboxRepository:
         )
         return (await self._session.execute(stmt)).first() is not None
 
+    async def add_many(self, events: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Record (topic, key, payload) events, each once per key."""
+        if not events:
+            return
+        table = OutboxEvent.__table__
+        stmt = insert(table).on_conflict_do_nothing(index_elements=[table.c.key])  # type: ignore[arg-type]
+        await self._session.execute(
+            stmt, [{"topic": t, "key": k, "payload": p} for t, k, p in events]
+        )
+
     async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[OutboxEvent]:
-        stmt = (
-            select(OutboxEvent)
+        """Due events, leased to the caller: one statement (no row-by-row flush)."""
+        due = (
+            select(OutboxEvent.id)
             .where(
                 OutboxEvent.delivered_at.is_(None),
                 OutboxEvent.next_attempt_at <= now,
@@ -141,26 +182,35 @@ class OutboxRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        rows = (await self._session.scalars(stmt)).all()
-        for row in rows:
-            row.locked_until = now + lease
-            row.attempts += 1
-        await self._session.flush()
-        return rows
-
-    async def progress(
-        self, event_id: int, done: Sequence[str], *, delivered: bool, retry_at: datetime | None,
-        error: str | None,
-    ) -> None:  # fmt: skip
-        values: dict[str, Any] = {"done_subscribers": list(done), "locked_until": None}
-        if delivered:
-            values["delivered_at"] = func.now()
-        if retry_at is not None:
-            values["next_attempt_at"] = retry_at
-        values["last_error"] = error[:2000] if error else None
-        await self._session.execute(
-            update(OutboxEvent).where(OutboxEvent.id == event_id).values(**values)
+        stmt = (
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(due.scalar_subquery()))
+            .values(locked_until=now + lease, attempts=OutboxEvent.attempts + 1)
+            .returning(OutboxEvent)
+            .execution_options(synchronize_session=False)
         )
+        return sorted((await self._session.scalars(stmt)).all(), key=lambda row: row.id)
+
+    async def progress(self, outcomes: Sequence[OutboxOutcome]) -> None:
+        """Record who each event reached: one UPDATE per distinct outcome (usually one)."""
+        groups: dict[tuple[tuple[str, ...], bool, datetime | None, str | None], list[int]] = {}
+        for o in outcomes:
+            error = o.error[:2000] if o.error else None
+            groups.setdefault((o.done, o.delivered, o.retry_at, error), []).append(o.id)
+        for (done, delivered, retry_at, error), ids in groups.items():
+            values: dict[str, Any] = {
+                "done_subscribers": list(done), "locked_until": None, "last_error": error
+            }  # fmt: skip
+            if delivered:
+                values["delivered_at"] = func.now()
+            if retry_at is not None:
+                values["next_attempt_at"] = retry_at
+            await self._session.execute(
+                update(OutboxEvent)
+                .where(OutboxEvent.id.in_(ids))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
 
     async def backlog(self, now: datetime) -> int:
         stmt = select(func.count()).where(

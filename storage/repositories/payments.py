@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -145,14 +145,28 @@ class PaymentRepository:
         )
         return await self._session.scalar(stmt)
 
-    async def move(self, payment: Payment, status: PaymentStatus, at: datetime) -> None:
+    async def lock_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Payment]:
+        """The charges of these (gateway, transaction) keys, locked until the transaction
+        ends, in id order (two instances locking overlapping sets cannot deadlock)."""
+        if not keys:
+            return {}
+        stmt = (
+            select(Payment)
+            .where(tuple_(Payment.gateway_id, Payment.transaction_id).in_(list(set(keys))))
+            .order_by(Payment.id)
+            .with_for_update()
+        )
+        found = (await self._session.scalars(stmt)).all()
+        return {(p.gateway_id, p.transaction_id or ""): p for p in found}
+
+    def move(self, payment: Payment, status: PaymentStatus, at: datetime) -> None:
+        """Change a locked charge; written at the next flush (one for a whole batch)."""
         payment.status = status
         payment.updated_at = at
         if status == PaymentStatus.PAID:
             payment.paid_at = payment.paid_at or at
         elif status != PaymentStatus.PENDING:
             payment.closed_at = at
-        await self._session.flush()
 
     async def pending_older_than(self, before: datetime, limit: int) -> Sequence[Payment]:
         """Pending charges made before ``before``, oldest first (for reconciliation)."""

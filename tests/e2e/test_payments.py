@@ -16,7 +16,7 @@ from fleet.config import DatabaseConfig, FleetConfig, RedisConfig
 from fleet.emulator import EmulatorServer
 from fleet.emulator.pix import PixFaults, sign
 from fleet.supervisor import Supervisor
-from storage.models import PaymentEvent
+from storage.models import OutboxEvent, PaymentEvent
 from tests.e2e.conftest import StartFleet, metric, write_config
 from tests.e2e.payments_rig import (
     SIGNING,
@@ -303,3 +303,52 @@ async def _looked_at(sessions: async_sessionmaker[AsyncSession]) -> bool:
 async def _failed_calls(pix: Any, n: int) -> bool:
     statuses = pix.counters.to_json()["api_statuses"]
     return sum(int(count) for code, count in statuses.items() if code.startswith("5")) >= n
+
+
+async def test_a_failing_subscriber_is_called_again_and_the_others_are_not(
+    emulator_server: EmulatorServer,
+    start_fleet: StartFleet,
+    db_config: DatabaseConfig,
+    redis_config: RedisConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    fleet = await start_fleet(data=payment_fleet(emulator_server.base_url, db_config, redis_config))
+    steady: Calls = []
+    subscribe(fleet.supervisor, steady, "steady")
+    flaky: Calls = []
+
+    async def fails_once(topic: str, payload: dict[str, Any]) -> None:
+        flaky.append((topic, int(payload["payment_id"])))
+        if len(flaky) == 1:
+            raise RuntimeError("the access service is down")
+
+    assert fleet.supervisor.outbox is not None
+    fleet.supervisor.outbox.subscribe("payment.paid", "flaky", fails_once)
+    payment = await charge(fleet.supervisor, 5006)
+    assert payment.transaction_id is not None
+    emulator_server.emulator.pix.pay(payment.transaction_id)
+    supervisor = fleet.supervisor
+
+    async def backlog_is(n: int) -> bool:
+        return metric(supervisor, "botfleet_outbox_backlog") == n
+
+    await eventually(lambda: backlog_is(1))  # owed to flaky, shown on /metrics
+    await eventually(lambda: _called(flaky, 2))  # after its back-off
+    await eventually(lambda: backlog_is(0))
+    await eventually(lambda: _delivered(session_factory))
+    assert steady == [("payment.paid", payment.id)]  # not called again for flaky's sake
+    assert flaky == [("payment.paid", payment.id)] * 2
+    deliveries = {
+        (name, result): metric(
+            fleet.supervisor, "botfleet_outbox_deliveries_total", subscriber=name, result=result
+        )
+        for name in ("steady", "flaky")
+        for result in ("ok", "failed")
+    }
+    assert deliveries == {
+        ("steady", "ok"): 1, ("steady", "failed"): 0, ("flaky", "ok"): 1, ("flaky", "failed"): 1
+    }  # fmt: skip
+
+
+async def _delivered(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    return await count(sessions, OutboxEvent, OutboxEvent.delivered_at.is_(None)) == 0
