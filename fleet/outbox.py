@@ -31,7 +31,7 @@ _BACKOFF_MAX = timedelta(minutes=10)
 
 
 class OutboxDispatcher:
-    def __init__(self, outbox: Outbox, metrics: FleetMetrics, *, batch: int = 100) -> None:
+    def __init__(self, outbox: Outbox, metrics: FleetMetrics, *, batch: int = 50) -> None:
         self._outbox = outbox
         self._metrics = metrics
         self._batch = batch

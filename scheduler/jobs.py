@@ -35,7 +35,7 @@ class JobContext:
     retry_base: timedelta = timedelta(seconds=5)  # payments.retry_base_seconds
 
 
-async def process_inbox(ctx: JobContext, *, batch: int = 200, rounds: int = 20) -> int:
+async def process_inbox(ctx: JobContext, *, batch: int = 50, rounds: int = 80) -> int:
     """Apply due inbox rows, a batch at a time, until none is left (bounded)."""
     total = 0
     for _ in range(rounds):
