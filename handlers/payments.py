@@ -101,6 +101,7 @@ async def payment_webhook(request: web.Request) -> web.Response:
         trusted=notice.trusted,
         claimed_amount_cents=notice.amount_cents,
         claimed_currency=notice.currency,
+        claimed_paid_at=notice.paid_at,
     )
     try:
         new = await hooks.writer.store(received)

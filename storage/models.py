@@ -302,6 +302,7 @@ class PaymentEvent(Base):
     trusted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     claimed_amount_cents: Mapped[int | None] = mapped_column(Integer)
     claimed_currency: Mapped[str | None] = mapped_column(String(3))
+    claimed_paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = _now()
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

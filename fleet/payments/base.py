@@ -95,6 +95,7 @@ class WebhookNotice:
     amount_cents: int | None = None
     currency: str | None = None
     details: dict[str, str] = field(default_factory=dict)  # for the event log, no secrets
+    paid_at: datetime | None = None  # when the gateway says it was paid (trusted bodies)
 
 
 class GatewayError(FleetError):

@@ -262,6 +262,7 @@ def _notice(body: bytes) -> WebhookNotice:
         amount_cents=amount,
         currency=currency,
         details={"type": kind[:64], "raw_status": raw_status[:32]},
+        paid_at=_time(charge.get("paid_at")),
     )
 
 

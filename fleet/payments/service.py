@@ -221,6 +221,7 @@ class PaymentService:
                 claimed,
                 row.claimed_amount_cents,
                 row.claimed_currency,
+                row.claimed_paid_at,
             )
         counted = self._metrics.payment_events_processed
         try:

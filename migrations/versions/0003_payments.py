@@ -77,6 +77,7 @@ def upgrade() -> None:
         sa.Column("trusted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("claimed_amount_cents", sa.Integer(), nullable=True),
         sa.Column("claimed_currency", sa.String(length=3), nullable=True),
+        sa.Column("claimed_paid_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column(
             "next_attempt_at",

@@ -32,6 +32,7 @@ class ReceivedWebhook:
     trusted: bool
     claimed_amount_cents: int | None
     claimed_currency: str | None
+    claimed_paid_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ def _row(webhook: ReceivedWebhook) -> dict[str, Any]:
         "trusted": webhook.trusted,
         "claimed_amount_cents": webhook.claimed_amount_cents,
         "claimed_currency": webhook.claimed_currency,
+        "claimed_paid_at": webhook.claimed_paid_at,
     }
 
 

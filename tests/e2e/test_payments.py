@@ -16,7 +16,7 @@ from fleet.config import DatabaseConfig, FleetConfig, RedisConfig
 from fleet.emulator import EmulatorServer
 from fleet.emulator.pix import PixFaults, sign
 from fleet.supervisor import Supervisor
-from storage.models import OutboxEvent, PaymentEvent
+from storage.models import OutboxEvent, Payment, PaymentEvent
 from tests.e2e.conftest import StartFleet, metric, write_config
 from tests.e2e.payments_rig import (
     SIGNING,
@@ -72,6 +72,11 @@ async def test_a_paid_charge_is_confirmed_once_and_its_event_delivered_once(
     await eventually(lambda: _settled(session_factory))
     assert calls == [("payment.paid", payment.id)]
     assert await events(session_factory, payment.id) == ["payment.paid"]
+    async with session_factory() as session:
+        stored = await session.get(Payment, payment.id)
+    at_gateway = pix.get(payment.transaction_id).paid_at
+    assert stored is not None and stored.paid_at is not None and at_gateway is not None
+    assert abs((stored.paid_at - at_gateway).total_seconds()) < 0.001  # its time, in ms
     supervisor = fleet.supervisor
     assert (
         metric(supervisor, "botfleet_payment_webhooks_total", gateway="sbx", result="stored") == 1
