@@ -9,20 +9,19 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Sequence
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
-from fleet.errors import FleetError
+from fleet.config_base import ConfigConsistencyError, Loc, Section, blank_to_none
+from fleet.config_funnel import FunnelConfig
 
 # Bot ids appear in Redis keys, URLs and metric labels: keep them short and plain.
 BotId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
@@ -30,37 +29,12 @@ BotId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,6
 _TOKEN_RE = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,}$")
 _WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 
-Loc = tuple[str | int, ...]
-
-
-class ConfigConsistencyError(FleetError):
-    """Cross-field problems (duplicates, dangling references) with their paths.
-
-    Raised from a model validator: pydantic lets non-ValueError exceptions
-    through, so each problem keeps its own path instead of collapsing to the root.
-    """
-
-    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in self.problems))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _blank_to_none(value: object) -> object:
-    # "${DATABASE_URL:-}" yields "": treat an empty URL as "not configured".
-    if isinstance(value, str) and not value.strip():
-        return None
-    return value
-
-
-class InstanceConfig(_Section):
+class InstanceConfig(Section):
     id: str = Field(default_factory=_default_instance_id, min_length=1, max_length=128)
     capacity: float = Field(default=1.0, gt=0, description="Relative weight in bot assignment.")
 
@@ -68,12 +42,12 @@ class InstanceConfig(_Section):
     @classmethod
     def _default_id(cls, data: object) -> object:
         # "id: ${BOTFLEET_INSTANCE_ID:-}" means "not set": fall back to hostname-pid.
-        if isinstance(data, dict) and _blank_to_none(data.get("id", "")) is None:
+        if isinstance(data, dict) and blank_to_none(data.get("id", "")) is None:
             return {k: v for k, v in data.items() if k != "id"}
         return data
 
 
-class RedisConfig(_Section):
+class RedisConfig(Section):
     url: SecretStr | None = Field(
         default=None, description="redis:// or unix:// URL; unset: embedded Redis (demo only)."
     )
@@ -87,10 +61,10 @@ class RedisConfig(_Section):
         default=5.0, gt=0, le=300, description="A command without an answer this long fails."
     )
 
-    _blank = field_validator("url", mode="before")(_blank_to_none)
+    _blank = field_validator("url", mode="before")(blank_to_none)
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     url: SecretStr | None = Field(
         default=None,
         description="postgresql:// URL; unset: embedded PostgreSQL (demo only).",
@@ -101,10 +75,10 @@ class DatabaseConfig(_Section):
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     statement_timeout: float = Field(default=30.0, gt=0, le=3_600)
 
-    _blank = field_validator("url", mode="before")(_blank_to_none)
+    _blank = field_validator("url", mode="before")(blank_to_none)
 
 
-class HttpConfig(_Section):
+class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65_535)
     public_url: str | None = Field(
@@ -113,10 +87,10 @@ class HttpConfig(_Section):
         description="How Telegram and gateways reach this instance (webhook mode).",
     )
 
-    _blank = field_validator("public_url", mode="before")(_blank_to_none)
+    _blank = field_validator("public_url", mode="before")(blank_to_none)
 
 
-class SendLimitsConfig(_Section):
+class SendLimitsConfig(Section):
     """Telegram's flood limits, kept by every instance together (token buckets in Redis)."""
 
     bot_per_second: float = Field(
@@ -129,7 +103,7 @@ class SendLimitsConfig(_Section):
     group_burst: float = Field(default=20.0, ge=1, le=6_000)
 
 
-class TelegramConfig(_Section):
+class TelegramConfig(Section):
     api_base: str = Field(default="https://api.telegram.org", pattern=r"^https?://[^\s]+$")
     mode: Literal["polling", "webhook"] = "polling"
     polling_timeout: int = Field(default=25, ge=0, le=50)
@@ -148,7 +122,7 @@ class TelegramConfig(_Section):
         description="Longest wait for a send slot (a 429 pause); then the update is retried.",
     )
 
-    _blank = field_validator("webhook_secret", mode="before")(_blank_to_none)
+    _blank = field_validator("webhook_secret", mode="before")(blank_to_none)
 
     @field_validator("webhook_secret")
     @classmethod
@@ -158,7 +132,7 @@ class TelegramConfig(_Section):
         return value
 
 
-class RuntimeConfig(_Section):
+class RuntimeConfig(Section):
     """How the daemon runs its bots: concurrency, user limits, shutdown and reload."""
 
     max_concurrent_updates: int = Field(
@@ -202,7 +176,7 @@ class RuntimeConfig(_Section):
     watchdog: bool = Field(default=True, description="Ping systemd's watchdog when it asks.")
 
 
-class LeasesConfig(_Section):
+class LeasesConfig(Section):
     """Bot leases across instances (client-go ratios: ttl > renew_deadline > 1.2 x retry)."""
 
     ttl: float = Field(default=15.0, gt=0, le=600, description="A lease lives this long unrenewed.")
@@ -226,13 +200,14 @@ class LeasesConfig(_Section):
 
 
 GatewayKind = Literal["sandbox", "mercadopago", "pushinpay"]
+_GATEWAY_MIN_CENTS = {"pushinpay": 50}  # its cashIn refuses less; others take a cent
 _GATEWAY_BASES: dict[str, str] = {
     "mercadopago": "https://api.mercadopago.com",
     "pushinpay": "https://api.pushinpay.com.br/api",
 }
 
 
-class GatewayConfig(_Section):
+class GatewayConfig(Section):
     """One PIX gateway account; funnels name it by ``id``."""
 
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
@@ -257,7 +232,7 @@ class GatewayConfig(_Section):
     )
 
     _blank = field_validator("access_token", "webhook_secret", "api_base", mode="before")(
-        _blank_to_none
+        blank_to_none
     )
 
     @model_validator(mode="after")
@@ -273,7 +248,7 @@ class GatewayConfig(_Section):
         return self.api_base or _GATEWAY_BASES.get(self.kind)
 
 
-class PaymentsConfig(_Section):
+class PaymentsConfig(Section):
     """How charges are made and confirmed (the gateways themselves: ``gateways``)."""
 
     url_secret: SecretStr | None = Field(
@@ -306,7 +281,7 @@ class PaymentsConfig(_Section):
     )
     webhook_max_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
 
-    _blank = field_validator("url_secret", mode="before")(_blank_to_none)
+    _blank = field_validator("url_secret", mode="before")(blank_to_none)
 
     @field_validator("url_secret")
     @classmethod
@@ -316,21 +291,16 @@ class PaymentsConfig(_Section):
         return value
 
 
-class TextBlock(_Section):
-    text: str = Field(min_length=1, max_length=4096)
-
-
-class FunnelConfig(_Section):
-    gateway: str | None = Field(default=None, description="The gateways[].id charges go through.")
-    welcome: TextBlock
-    fallback: TextBlock
-
-
-class BotConfig(_Section):
+class BotConfig(Section):
     id: BotId
     token: SecretStr
     enabled: bool = True
     funnel: str
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Funnel keys this bot changes (welcome, messages, plans...), merged over"
+        " its funnel template.",
+    )
 
     @field_validator("token")
     @classmethod
@@ -346,7 +316,7 @@ class BotConfig(_Section):
         return int(self.token.get_secret_value().split(":", 1)[0])
 
 
-class FleetConfig(_Section):
+class FleetConfig(Section):
     instance: InstanceConfig = Field(default_factory=InstanceConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -377,6 +347,8 @@ class FleetConfig(_Section):
                 problems.append(
                     (("bots", i, "funnel"), f"unknown funnel {bot.funnel!r} (known: {known})")
                 )
+            elif bot.overrides:
+                problems += _override_problems(self.funnels[bot.funnel], bot.overrides, i)
         gateways: dict[str, int] = {}
         for i, gateway in enumerate(self.gateways):
             if gateway.id in gateways:
@@ -396,6 +368,15 @@ class FleetConfig(_Section):
                         f"unknown gateway {funnel.gateway!r} (known: {known})",
                     )
                 )
+        for name, funnel in self.funnels.items():
+            if funnel.gateway in gateways:
+                kind = self.gateways[gateways[funnel.gateway]].kind
+                least = _GATEWAY_MIN_CENTS.get(kind, 1)
+                problems += [
+                    (("funnels", name, *loc), f"below {kind}'s minimum of {least} cents")
+                    for loc, cents in funnel.prices()
+                    if cents < least
+                ]
         if self.gateways and self.payments.url_secret is None:
             problems.append((("payments", "url_secret"), "required when gateways are configured"))
         if self.runtime.shutdown_deadline <= self.runtime.shutdown_grace:
@@ -419,6 +400,13 @@ class FleetConfig(_Section):
                 return bot
         raise KeyError(bot_id)
 
+    def funnel_for(self, bot: BotConfig) -> FunnelConfig:
+        """The bot's funnel: its template with the bot's overrides merged over it."""
+        template = self.funnels[bot.funnel]
+        if not bot.overrides:
+            return template
+        return FunnelConfig.model_validate(_merged(template.model_dump(), bot.overrides))
+
     def enabled_bots(self) -> list[BotConfig]:
         return [bot for bot in self.bots if bot.enabled]
 
@@ -427,3 +415,25 @@ class FleetConfig(_Section):
             if gateway.id == gateway_id:
                 return gateway
         raise KeyError(gateway_id)
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` over ``base``: mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _override_problems(
+    template: FunnelConfig, overrides: dict[str, Any], index: int
+) -> list[tuple[Loc, str]]:
+    """Each problem of a bot's merged funnel, at its path under ``bots[i].overrides``."""
+    try:
+        FunnelConfig.model_validate(_merged(template.model_dump(), overrides))
+    except ValidationError as exc:
+        return [(("bots", index, "overrides", *e["loc"]), e["msg"]) for e in exc.errors()]
+    return []

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fleet.config import ConfigConsistencyError, FleetConfig, Loc
+from fleet.config import FleetConfig
+from fleet.config_base import ConfigConsistencyError, Loc
 from fleet.errors import FleetError
 
 M = TypeVar("M", bound=BaseModel)

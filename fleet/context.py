@@ -15,7 +15,8 @@ from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from aiogram.types import Chat, TelegramObject, Update, User
 
-from fleet.config import BotConfig, FunnelConfig
+from fleet.config import BotConfig
+from fleet.config_funnel import FunnelConfig
 from fleet.metrics import FleetMetrics
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]

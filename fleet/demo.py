@@ -211,7 +211,11 @@ async def _run_fleet(
             rows = [line for talk in talks for line in talk]
             repeats = await _double_taps(emulator, users)
             _print_runtime(console, supervisor, repeats)
-            sale = await demo_sale(supervisor, emulator_server, emulator.add_user("Carla"))
+            try:
+                sale = await demo_sale(supervisor, emulator_server, emulator.add_user("Carla"))
+            except TimeoutError:  # e.g. webhooks answered 503: the fleet's log says why
+                sale = Table(title="a PIX sale")
+                sale.add_row("[red]not confirmed within 30 s: see the log above[/]")
             return rows, sale
         finally:
             supervisor.request_stop()

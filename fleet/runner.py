@@ -35,7 +35,8 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from fleet import telegram
 from fleet.batcher import BatchWriter
 from fleet.completion import Completion
-from fleet.config import BotConfig, FunnelConfig, RuntimeConfig, TelegramConfig
+from fleet.config import BotConfig, RuntimeConfig, TelegramConfig
+from fleet.config_funnel import FunnelConfig
 from fleet.context import FleetData, Outcome, UpdateScope
 from fleet.dispatch import build_dispatcher
 from fleet.http import HttpPool

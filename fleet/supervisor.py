@@ -282,7 +282,7 @@ class Supervisor:
     def _start_bot(self, bot: BotConfig, config: FleetConfig) -> None:
         assert self._services is not None and self._group is not None
         fence = self._ownership.fence(bot.id)
-        runner = BotRunner(bot, config.funnels[bot.funnel], self._services, fence)
+        runner = BotRunner(bot, config.funnel_for(bot), self._services, fence)
         self.runners[bot.id] = runner
         self.failed.pop(bot.id, None)
         task = self._group.create_task(self._run_bot(runner), name=f"bot:{bot.id}")

@@ -12,7 +12,7 @@ from aiogram import F, Router
 from aiogram.filters import CommandStart
 from aiogram.types import Message
 
-from fleet.config import FunnelConfig
+from fleet.config_funnel import FunnelConfig
 from fleet.context import SendService, UpdateScope
 from fleet.errors import SendFailed
 

@@ -18,7 +18,8 @@ The tiers (DESIGN.md, "Layout"), with the modules added since in their place:
                fleet.payments, fleet.tracking, fleet.outbox
 2 domain+data  storage/, migrations/, fleet.funnel, fleet.telegram, fleet.http,
                fleet.offsets, fleet.assignment
-1 leaves       fleet (the package), fleet.config, fleet.config_file, fleet.context,
+1 leaves       fleet (the package), fleet.config, fleet.config_base, fleet.config_funnel,
+               fleet.config_file, fleet.context,
                fleet.metrics, fleet.errors, fleet.logs, fleet.lazytypes, fleet.money
 """
 
@@ -73,6 +74,8 @@ TIERS: dict[str, int] = {
     "fleet.assignment": 2,
     "fleet": 1,  # the package itself: its version and fleet.lazytypes
     "fleet.config": 1,
+    "fleet.config_base": 1,
+    "fleet.config_funnel": 1,
     "fleet.config_file": 1,
     "fleet.context": 1,
     "fleet.metrics": 1,

@@ -1,0 +1,68 @@
+"""What is charged, decided here from the configuration alone (never from a button).
+
+A plan's price plus the order bumps the user accepted, a downsell's price
+(fixed, or a percentage off what the user was charged, rounded to the cent),
+an upsell's price. Unknown ids are ``None``: a button the configuration does not
+know (stale after a reload, or forged) charges nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fleet.config_funnel import FunnelConfig, Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A priced offer: what the PIX is for (``ref`` is stored on the payment)."""
+
+    ref: str  # "plan:mensal+ebook", "downsell:d1", "upsell:u1"
+    title: str
+    amount_cents: int
+
+
+def plan_offer(funnel: FunnelConfig, plan_id: str, bumps: Iterable[str] = ()) -> Offer | None:
+    plan = funnel.plan(plan_id)
+    if plan is None:
+        return None
+    taken = _bumps(plan, bumps)
+    if taken is None:
+        return None
+    amount = plan.price + sum(bump.price for bump in plan.order_bumps if bump.id in taken)
+    suffix = "".join(f"+{bump.id}" for bump in plan.order_bumps if bump.id in taken)
+    return Offer(f"plan:{plan.id}{suffix}", plan.button, amount)
+
+
+def downsell_offer(funnel: FunnelConfig, downsell_id: str, base_cents: int) -> Offer | None:
+    """``base_cents``: what the user's pending charge was for (from the database)."""
+    downsell = next((d for d in funnel.downsells if d.id == downsell_id), None)
+    if downsell is None:
+        return None
+    if downsell.price is not None:
+        amount = downsell.price
+    else:
+        assert downsell.discount_percent is not None  # one of the two (config check)
+        amount = discounted(base_cents, downsell.discount_percent)
+    return Offer(f"downsell:{downsell.id}", downsell.button, amount)
+
+
+def upsell_offer(funnel: FunnelConfig, upsell_id: str) -> Offer | None:
+    upsell = next((u for u in funnel.upsells if u.id == upsell_id), None)
+    if upsell is None:
+        return None
+    return Offer(f"upsell:{upsell.id}", upsell.button, upsell.price)
+
+
+def discounted(cents: int, percent: int) -> int:
+    """``percent`` off, rounded half up to the cent, never below one cent."""
+    if not 0 < percent < 100:
+        raise ValueError("a discount is between 1 and 99 percent")
+    return max(1, (cents * (100 - percent) + 50) // 100)
+
+
+def _bumps(plan: Plan, bumps: Iterable[str]) -> set[str] | None:
+    taken = set(bumps)
+    known = {bump.id for bump in plan.order_bumps}
+    return taken if taken <= known else None
