@@ -49,6 +49,8 @@ class FleetMetrics:
     inbox_backlog: Gauge
     outbox_backlog: Gauge
     outbox_deliveries: Counter
+    timers_fired: Counter
+    timers_due: Gauge
     _bots: dict[str, BotCounters] = field(default_factory=dict)
 
     def for_bot(self, bot_id: str) -> BotCounters:
@@ -270,6 +272,17 @@ def build_metrics() -> FleetMetrics:
         outbox_backlog=Gauge(
             "botfleet_outbox_backlog",
             "Domain events not yet delivered to every subscriber.",
+            registry=registry,
+        ),
+        timers_fired=Counter(
+            "botfleet_timers_fired_total",
+            "Durable timers fired by kind and result (done, failed).",
+            ["kind", "result"],
+            registry=registry,
+        ),
+        timers_due=Gauge(
+            "botfleet_timers_due",
+            "Durable timers due and not fired yet (a backlog that should stay near zero).",
             registry=registry,
         ),
         outbox_deliveries=Counter(

@@ -37,6 +37,7 @@ from fleet.ratelimit import Bucket, SendGate, SendLimits
 from fleet.runner import RunnerServices
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer
+from fleet.timers import TimerDispatcher
 from middlewares.admission import BatchAdmission
 from scheduler.jobs import JobContext
 from storage.batching import CommandBatcher
@@ -49,6 +50,7 @@ from storage.redis import create_redis, ping_redis
 from storage.repositories.messages import MessageRecord
 from storage.repositories.users import UserSeen
 from storage.services import BotRegistry, DeadLetters, MessageLog, SessionFactory, UserActivity
+from storage.timers import Timers
 from storage.updates import UpdateClaims
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class Services:
     url_secrets: dict[str, str]  # gateway id -> the secret in its webhook URL
     inbox_writer: InboxWriter
     outbox: OutboxDispatcher
+    timers: TimerDispatcher
     jobs: JobContext
 
 
@@ -183,6 +186,7 @@ async def build_services(
     inbox_writer = InboxWriter(inbox)
     stack.push_async_callback(inbox_writer.aclose)
     outbox = OutboxDispatcher(Outbox(sessions), metrics)
+    timers = TimerDispatcher(Timers(sessions), metrics)
     health: list[HealthCheck] = [
         ("redis", lambda: ping_redis(redis, "redis", 2.0)),
         ("database", lambda: ping_database(engine, 2.0)),
@@ -202,11 +206,13 @@ async def build_services(
         url_secrets=url_secrets,
         inbox_writer=inbox_writer,
         outbox=outbox,
+        timers=timers,
         jobs=JobContext(
             payments,
             inbox,
             outbox,
             metrics,
+            timers,
             retry_base=timedelta(seconds=config.payments.retry_base_seconds),
         ),
     )

@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from scheduler.jobs import (
     JobContext,
     deliver_outbox,
+    fire_timers,
     measure_backlogs,
     process_inbox,
     reconcile_payments,
@@ -34,6 +35,7 @@ JOBS: dict[str, Job] = {
     "payments-inbox": process_inbox,
     "payments-reconcile": reconcile_payments,
     "outbox": deliver_outbox,
+    "timers": fire_timers,
     "backlogs": measure_backlogs,
 }
 

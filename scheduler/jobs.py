@@ -5,7 +5,8 @@
 - ``payments-reconcile``: pending charges asked about (a lost webhook never
   loses a sale), and expired at their real expiry.
 - ``outbox``: domain events to their subscribers, at least once.
-- ``backlogs``: the inbox and outbox backlogs, for /metrics.
+- ``timers``: durable timers due (downsells, upsells), each fired once.
+- ``backlogs``: the inbox, outbox and timer backlogs, for /metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from fleet.metrics import FleetMetrics
 from fleet.outbox import OutboxDispatcher
 from fleet.payments.service import PaymentService
+from fleet.timers import TimerDispatcher
 from storage.payments import PaymentInbox
 from storage.repositories.payment_events import InboxOutcome
 
@@ -32,6 +34,7 @@ class JobContext:
     inbox: PaymentInbox
     outbox: OutboxDispatcher
     metrics: FleetMetrics
+    timers: TimerDispatcher
     retry_base: timedelta = timedelta(seconds=5)  # payments.retry_base_seconds
 
 
@@ -59,9 +62,12 @@ async def measure_backlogs(ctx: JobContext) -> int:
     """The inbox and outbox backlogs for /metrics (every interval, not on every wake)."""
     inbox = await ctx.inbox.backlog()
     ctx.metrics.inbox_backlog.set(inbox)
-    outbox = await ctx.outbox.backlog(datetime.now(UTC))
+    now = datetime.now(UTC)
+    outbox = await ctx.outbox.backlog(now)
     ctx.metrics.outbox_backlog.set(outbox)
-    return inbox + outbox
+    timers = await ctx.timers.timers.due(now)
+    ctx.metrics.timers_due.set(timers)
+    return inbox + outbox + timers
 
 
 async def reconcile_payments(ctx: JobContext) -> int:
@@ -74,5 +80,16 @@ async def deliver_outbox(ctx: JobContext, *, rounds: int = 20) -> int:
         delivered = await ctx.outbox.deliver_due(datetime.now(UTC))
         total += delivered
         if not delivered:
+            break
+    return total
+
+
+async def fire_timers(ctx: JobContext, *, rounds: int = 20) -> int:
+    """Due durable timers fired (downsells, upsells...), a batch at a time (bounded)."""
+    total = 0
+    for _ in range(rounds):
+        claimed = await ctx.timers.fire_due(datetime.now(UTC))
+        total += claimed
+        if not claimed:
             break
     return total

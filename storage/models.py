@@ -341,3 +341,38 @@ class OutboxEvent(Base):
     __table_args__ = (
         Index("ix_outbox_todo", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
     )
+
+
+class TimerState(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    DONE = "done"  # fired (or found moot by its handler: e.g. the user bought meanwhile)
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # its handler failed every attempt
+
+
+class Timer(Base):
+    """A durable timer (a downsell, an upsell...): fires once across all instances, after
+    restarts and hand-offs; ``key`` makes scheduling it twice a no-op."""
+
+    __tablename__ = "timers"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), nullable=False)
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    key: Mapped[str] = mapped_column(String(256), nullable=False, unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    state: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=text("'scheduled'")
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        Index("ix_timers_due", "due_at", postgresql_where=text("state = 'scheduled'")),
+        Index("ix_timers_user", "bot_id", "telegram_user_id", "kind"),
+    )

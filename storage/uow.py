@@ -19,6 +19,7 @@ from storage.repositories import (
     OutboxRepository,
     PaymentEventRepository,
     PaymentRepository,
+    TimerRepository,
 )
 
 
@@ -31,6 +32,7 @@ class UnitOfWork:
     payments: PaymentRepository
     payment_events: PaymentEventRepository
     outbox: OutboxRepository
+    timers: TimerRepository
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
@@ -44,6 +46,7 @@ class UnitOfWork:
         self.payments = PaymentRepository(self.session)
         self.payment_events = PaymentEventRepository(self.session)
         self.outbox = OutboxRepository(self.session)
+        self.timers = TimerRepository(self.session)
         return self
 
     async def __aexit__(

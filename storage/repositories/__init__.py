@@ -9,6 +9,7 @@ from storage.repositories.payment_events import (
     ReceivedWebhook,
 )
 from storage.repositories.payments import NewCharge, PaymentRepository
+from storage.repositories.timers import NewTimer, TimerOutcome, TimerRepository
 from storage.repositories.users import Attribution, BotUserRepository, UserSeen
 
 __all__ = [
@@ -21,9 +22,12 @@ __all__ = [
     "MessageRecord",
     "MessageRepository",
     "NewCharge",
+    "NewTimer",
     "OutboxRepository",
     "PaymentEventRepository",
     "PaymentRepository",
     "ReceivedWebhook",
+    "TimerOutcome",
+    "TimerRepository",
     "UserSeen",
 ]

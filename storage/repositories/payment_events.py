@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
-from sqlalchemy.sql import ColumnElement
 
 from storage.models import OutboxEvent, PaymentEvent
+from storage.repositories.queue import lease_due
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +77,10 @@ class PaymentEventRepository:
 
     async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[PaymentEvent]:
         """Due rows, leased to the caller: one statement (no row-by-row flush)."""
-        rows = await _lease(
+        rows = await lease_due(
             self._session, PaymentEvent, PaymentEvent.processed_at.is_(None),
-            (PaymentEvent.next_attempt_at, PaymentEvent.id), now, lease, limit,
+            PaymentEvent.next_attempt_at, (PaymentEvent.next_attempt_at, PaymentEvent.id),
+            now, lease, limit,
         )  # fmt: skip
         return sorted(rows, key=lambda row: (row.next_attempt_at, row.id))
 
@@ -116,41 +116,6 @@ class PaymentEventRepository:
             .order_by(PaymentEvent.received_at, PaymentEvent.id)
         )
         return (await self._session.scalars(stmt)).all()
-
-
-_Queued = TypeVar("_Queued", PaymentEvent, OutboxEvent)
-
-
-async def _lease(
-    session: AsyncSession,
-    model: type[_Queued],
-    pending: ColumnElement[bool],
-    order: Sequence[InstrumentedAttribute[Any]],
-    now: datetime,
-    lease: timedelta,
-    limit: int,
-) -> Sequence[_Queued]:
-    """Lease due rows of a queue table: those pending, due, and not leased (or whose lease
-    ran out), skipping rows another instance holds; their attempts counted."""
-    due = (
-        select(model.id)
-        .where(
-            pending,
-            model.next_attempt_at <= now,
-            or_(model.locked_until.is_(None), model.locked_until < now),
-        )
-        .order_by(*order)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    stmt = (
-        update(model)
-        .where(model.id.in_(due.scalar_subquery()))
-        .values(locked_until=now + lease, attempts=model.attempts + 1)
-        .returning(model)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.scalars(stmt)).all()
 
 
 def _row(webhook: ReceivedWebhook) -> dict[str, Any]:
@@ -195,9 +160,9 @@ class OutboxRepository:
 
     async def claim(self, now: datetime, lease: timedelta, limit: int) -> Sequence[OutboxEvent]:
         """Due events, leased to the caller: one statement (no row-by-row flush)."""
-        rows = await _lease(
-            self._session, OutboxEvent, OutboxEvent.delivered_at.is_(None), (OutboxEvent.id,),
-            now, lease, limit,
+        rows = await lease_due(
+            self._session, OutboxEvent, OutboxEvent.delivered_at.is_(None),
+            OutboxEvent.next_attempt_at, (OutboxEvent.id,), now, lease, limit,
         )  # fmt: skip
         return sorted(rows, key=lambda row: row.id)
 

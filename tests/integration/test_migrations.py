@@ -9,7 +9,16 @@ from fleet.config import DatabaseConfig
 from migrations import runner
 from storage.database import create_engine
 
-TABLES = {"bots", "bot_users", "messages", "dead_letters", "payments", "payment_events", "outbox"}
+TABLES = {
+    "bots",
+    "bot_users",
+    "messages",
+    "dead_letters",
+    "payments",
+    "payment_events",
+    "outbox",
+    "timers",
+}
 
 
 async def _tables(engine: object) -> set[str]:
