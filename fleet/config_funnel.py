@@ -183,6 +183,14 @@ class Messages(Section):
     pending: Text = "Ainda não recebemos o seu pagamento de {amount}. Assim que cair, te aviso!"
     paid: Text = "Pagamento confirmado! ✅ Aqui está o seu acesso: {link}"
     expired: Text = "O PIX de {amount} expirou. Toque em /start para gerar outro."
+    reused: Text = "Você já tem este PIX de {amount} em aberto: use o código acima."
+    check_button: ButtonText = "✅ Já paguei"
+    cooldown: Text = "Você acabou de gerar um PIX. Aguarde um instante antes de gerar outro."
+    unavailable: Text = "Não consegui gerar o PIX agora. Tente de novo em alguns minutos."
+    # A callback answer: 200 characters at most.
+    stale: Annotated[str, StringConstraints(min_length=1, max_length=200)] = (
+        "Esta opção não está mais disponível. Toque em /start para ver as ofertas."
+    )
 
 
 class FunnelConfig(Section):

@@ -44,6 +44,7 @@ class SendOutcome:
     result: SendResult
     message_id: int | None = None
     description: str | None = None
+    answer: Any = None  # Telegram's result (e.g. the invite link createChatInviteLink made)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,28 @@ class SendService(Protocol):
     ) -> SendOutcome: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Buyer:
+    """The user an update comes from, as the funnel sees them."""
+
+    bot_id: str
+    user_id: int  # also the id of their private chat with the bot
+    first_name: str | None = None
+    username: str | None = None
+
+
+class SalesActions(Protocol):
+    """What handlers ask of the funnel (``fleet.sales.flow.SalesFlow`` implements it)."""
+
+    async def start(self, buyer: Buyer, text: str | None, scope: UpdateScope) -> None: ...
+
+    async def press(
+        self, buyer: Buyer, query_id: str, data: str | None, scope: UpdateScope
+    ) -> None: ...
+
+    async def stats(self, bot_id: str, chat_id: int, scope: UpdateScope) -> bool: ...
+
+
 class FleetData(TypedDict):
     """A bot's Dispatcher workflow data: set once, when its Dispatcher is built."""
 
@@ -96,6 +119,7 @@ class FleetData(TypedDict):
     bot_config: BotConfig
     funnel: FunnelConfig
     sender: SendService
+    sales: SalesActions
     metrics: FleetMetrics
 
 

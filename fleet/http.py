@@ -183,7 +183,8 @@ class HttpPool:
         default = (parts.scheme == "https" and self._port == 443) or self._port == 80
         host = self._host if default else f"{self._host}:{self._port}"
         self._prefix = parts.path.rstrip("/").encode()
-        self._head = b"Host: " + host.encode() + b"\r\nContent-Type: application/json\r\n"
+        self._host_line = b"Host: " + host.encode() + b"\r\n"
+        self._head = self._host_line + b"Content-Type: application/json\r\n"
         self._limit = limit
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
@@ -197,17 +198,27 @@ class HttpPool:
         return self._open
 
     async def post(
-        self, path: str, body: bytes, *, read_timeout: float, progress: Progress | None = None
+        self,
+        path: str,
+        body: bytes,
+        *,
+        read_timeout: float,
+        progress: Progress | None = None,
+        content_type: str | None = None,
     ) -> tuple[int, bytes]:
         """POST ``body`` to ``{base path}{path}``; (status, answer body).
 
         ``progress.sent`` tells a caller that is cancelled midway whether it left.
+        ``content_type``: other than JSON (a multipart upload).
         """
+        head = self._head
+        if content_type is not None:
+            head = self._host_line + b"Content-Type: " + content_type.encode() + b"\r\n"
         loop = asyncio.get_running_loop()
         connection = await self._acquire(loop)
         request = b"".join(
             (
-                b"POST ", self._prefix, path.encode(), b" HTTP/1.1\r\n", self._head,
+                b"POST ", self._prefix, path.encode(), b" HTTP/1.1\r\n", head,
                 b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body,
             )
         )  # fmt: skip

@@ -51,6 +51,11 @@ class FleetMetrics:
     outbox_deliveries: Counter
     timers_fired: Counter
     timers_due: Gauge
+    funnel_steps: Counter
+    funnel_step_seconds: Histogram
+    funnel_media_fallbacks: Counter
+    funnel_rejected: Counter
+    deliveries: Counter
     _bots: dict[str, BotCounters] = field(default_factory=dict)
 
     def for_bot(self, bot_id: str) -> BotCounters:
@@ -82,6 +87,7 @@ class FleetMetrics:
         return (
             self.updates_received, self.updates, self.handle_seconds, self.sends,
             self.send_retry_after, self.poll_errors, self.update_retries, self.update_errors,
+            self.funnel_steps, self.funnel_media_fallbacks, self.funnel_rejected,
         )  # fmt: skip
 
 
@@ -283,6 +289,41 @@ def build_metrics() -> FleetMetrics:
         timers_due=Gauge(
             "botfleet_timers_due",
             "Durable timers due and not fired yet (a backlog that should stay near zero).",
+            registry=registry,
+        ),
+        funnel_steps=Counter(
+            "botfleet_funnel_steps_total",
+            "Funnel steps reached by bot and step (start, welcome, plan, bump_accepted,"
+            " bump_declined, pix, pix_reused, cooldown, check, delivered, downsell_sent,"
+            " downsell_moot, upsell_sent, upsell_moot, downsell_taken, upsell_taken, stats).",
+            ["bot", "step"],
+            registry=registry,
+        ),
+        funnel_step_seconds=Histogram(
+            "botfleet_funnel_step_seconds",
+            "Time to do one funnel step (its sends included), by step.",
+            ["step"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        ),
+        funnel_media_fallbacks=Counter(
+            "botfleet_funnel_media_fallbacks_total",
+            "Welcome media Telegram refused (bad URL or file id): the text went alone.",
+            ["bot"],
+            registry=registry,
+        ),
+        funnel_rejected=Counter(
+            "botfleet_funnel_rejected_total",
+            "Input the funnel refused politely, by reason (stale or forged button, another"
+            " user's charge, a /start payload no deep link carries).",
+            ["bot", "reason"],
+            registry=registry,
+        ),
+        deliveries=Counter(
+            "botfleet_deliveries_total",
+            "Access deliveries for paid payments by kind (link, invite) and result (delivered,"
+            " blocked, retry, undeliverable).",
+            ["kind", "result"],
             registry=registry,
         ),
         outbox_deliveries=Counter(

@@ -37,7 +37,7 @@ from fleet.batcher import BatchWriter
 from fleet.completion import Completion
 from fleet.config import BotConfig, RuntimeConfig, TelegramConfig
 from fleet.config_funnel import FunnelConfig
-from fleet.context import FleetData, Outcome, UpdateScope
+from fleet.context import FleetData, Outcome, SalesActions, UpdateScope
 from fleet.dispatch import build_dispatcher
 from fleet.http import HttpPool
 from fleet.metrics import FleetMetrics
@@ -86,6 +86,7 @@ class RunnerServices:
     registry: BotRegistry
     users: BatchWriter[UserSeen]
     metrics: FleetMetrics
+    sales: SalesActions
 
 
 class BotRunner:
@@ -150,6 +151,7 @@ class BotRunner:
                 bot_config=self.config,
                 funnel=self.funnel,
                 sender=s.sender,
+                sales=s.sales,
                 metrics=s.metrics,
             )
             dispatcher = self._dispatcher = build_dispatcher(data, s.users)

@@ -75,7 +75,8 @@ class Sender:
         self._max_attempts = max_attempts
         self._max_wait = max_wait
         self._timeout = request_timeout
-        self._bots: dict[str, _Bot] = {}
+        self._bots: dict[str, _Bot] = {}  # running here, under their lease epoch
+        self._known: dict[str, _Bot] = {}  # every configured bot: timers and the outbox send too
 
     @property
     def ledger(self) -> SendLedger:
@@ -89,6 +90,48 @@ class Sender:
 
     def unregister(self, bot_id: str) -> None:
         self._bots.pop(bot_id, None)
+
+    def know(self, tokens: dict[str, str]) -> None:
+        """The configured bots (id -> token): a timer or an outbox event may send for a bot
+        that runs on another instance (the rate limits and keys are shared in Redis)."""
+        self._known = {
+            bot_id: self._known.get(bot_id) or _Bot(telegram.method_path(token, ""), 0, {})
+            for bot_id, token in tokens.items()
+        }
+
+    async def send(
+        self,
+        bot_id: str,
+        chat_id: int,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        key: str | None,
+        scope: UpdateScope | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+        at_least_once: bool = False,
+        epoch: int | None = None,
+    ) -> SendOutcome:
+        """Any sending method (sendPhoto, sendVideo...) to a private chat, recorded like
+        :meth:`send_message`."""
+        outcome = await self.call(
+            bot_id, method, {"chat_id": chat_id, **payload}, chat_id=chat_id, key=key,
+            scope=scope, files=files, at_least_once=at_least_once, epoch=epoch,
+        )  # fmt: skip
+        if outcome.ok and outcome.message_id is not None:
+            self._messages.add(
+                MessageRecord(
+                    bot_id=bot_id,
+                    chat_id=chat_id,
+                    message_id=outcome.message_id,
+                    direction=Direction.OUT,
+                    sent_at=datetime.now(UTC),
+                    user_id=chat_id,
+                    update_id=scope.update_id if scope is not None else None,
+                    text=payload.get("text") or payload.get("caption"),
+                )
+            )
+        return outcome
 
     async def send_message(
         self,
@@ -137,18 +180,22 @@ class Sender:
         key: str | None = None,
         scope: UpdateScope | None = None,
         at_least_once: bool = False,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+        epoch: int | None = None,
     ) -> SendOutcome:
         """Send once per key (at least once if asked); retry what Telegram surely did not do.
 
         Raises :class:`fleet.errors.RetryLater` when surely nothing went out but may later
         (no send slot within ``max_wait``, Telegram unreachable or failing every try), or
         the Redis error that stopped the grant: the update is retried with back-off. Every
-        other ending is a :class:`SendOutcome`.
+        other ending is a :class:`SendOutcome`. ``epoch``: the claimant's, for a send made
+        outside any update (a later attempt of an at-least-once send takes over an older one).
         """
-        bot = self._bots.get(bot_id)
+        bot = self._bots.get(bot_id) or self._known.get(bot_id)
         if bot is None:
-            return SendOutcome("failed", description="bot not running here")
-        epoch = scope.epoch if scope is not None else bot.epoch
+            return SendOutcome("failed", description="bot not configured")
+        if epoch is None:
+            epoch = scope.epoch if scope is not None else bot.epoch
         mode: ClaimMode = "n"
         if key is not None:
             mode = "l" if at_least_once else "m"
@@ -166,7 +213,7 @@ class Sender:
         progress = Progress()  # whether a request left, even if we are cancelled midway
         try:
             outcome = await self._attempts(
-                bot, bot_id, method, payload, chat_id, chat_kind, at_least_once, progress
+                bot, bot_id, method, payload, chat_id, chat_kind, at_least_once, progress, files
             )
         except BaseException:
             if key is not None and (not progress.sent or at_least_once):
@@ -189,9 +236,14 @@ class Sender:
         chat_kind: ChatKind,
         at_least_once: bool,
         progress: Progress,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> SendOutcome:
         path = bot.path + method
-        body = orjson.dumps(payload)
+        content_type = None
+        if files:
+            body, content_type = telegram.multipart(payload, files)
+        else:
+            body = orjson.dumps(payload)
         backoff = 0.2
         last = "no attempt"
         maybe_sent = False  # an earlier try left and got no answer (at least once goes on)
@@ -200,7 +252,7 @@ class Sender:
                 await self._gate.acquire(bot_id, chat_id, chat_kind, max_wait=self._max_wait)
             try:
                 result = await telegram.call(
-                    self._http, path, method, body, self._timeout, progress
+                    self._http, path, method, body, self._timeout, progress, content_type
                 )
             except telegram.RetryAfter as exc:
                 progress.sent = maybe_sent  # answered: Telegram did not act on this one
@@ -224,7 +276,7 @@ class Sender:
                 return SendOutcome("failed", description=exc.description)
             else:
                 message_id = result.get("message_id") if isinstance(result, dict) else None
-                return SendOutcome("ok", message_id=message_id)
+                return SendOutcome("ok", message_id=message_id, answer=result)
             await asyncio.sleep(backoff * (0.5 + random.random()))  # back-off timer
             backoff = min(backoff * 2, 5.0)
         description = f"gave up after {self._max_attempts} attempts: {last}"

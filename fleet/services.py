@@ -35,13 +35,20 @@ from fleet.payments.service import PaymentService, url_secret
 from fleet.pipeline import UpdatePipeline
 from fleet.ratelimit import Bucket, SendGate, SendLimits
 from fleet.runner import RunnerServices
+from fleet.sales.delivery import Delivery
+from fleet.sales.directory import FunnelDirectory
+from fleet.sales.flow import SalesFlow
+from fleet.sales.followups import DOWNSELL, UPSELL, FollowUps
+from fleet.sales.outbound import Outbound
 from fleet.sender import Sender
 from fleet.sequencer import ChatSequencer
 from fleet.timers import TimerDispatcher
 from middlewares.admission import BatchAdmission
 from scheduler.jobs import JobContext
 from storage.batching import CommandBatcher
+from storage.bumps import BumpSessions
 from storage.database import create_engine, create_session_factory, ping_database
+from storage.funnel import FunnelStore
 from storage.idempotency import SendLedger
 from storage.keys import RedisKeys
 from storage.payments import Charges, Outbox, PaymentInbox, PaymentLedger
@@ -75,6 +82,7 @@ class Services:
     inbox_writer: InboxWriter
     outbox: OutboxDispatcher
     timers: TimerDispatcher
+    funnels: FunnelDirectory
     jobs: JobContext
 
 
@@ -145,21 +153,6 @@ async def build_services(
         max_attempts=config.telegram.send_attempts,
         max_wait=config.telegram.send_max_wait,
     )
-    runner = RunnerServices(
-        telegram=config.telegram,
-        runtime=runtime,
-        public_url=config.http.public_url,
-        poll_http=poll_http,
-        api_session=api_session,
-        sequencer=ChatSequencer(runtime.max_concurrent_updates, runtime.max_updates_per_bot),
-        sender=sender,
-        claims=claims,
-        admission=BatchAdmission(claims),
-        pipeline=UpdatePipeline(dead_letters, attempts=runtime.update_attempts),
-        registry=BotRegistry(sessions),
-        users=users,
-        metrics=metrics,
-    )
     # Gateways: one HTTP pool for all of them (each call sets its own timeout).
     gateway_http = aiohttp.ClientSession()
     stack.push_async_callback(gateway_http.close)
@@ -187,6 +180,40 @@ async def build_services(
     stack.push_async_callback(inbox_writer.aclose)
     outbox = OutboxDispatcher(Outbox(sessions), metrics)
     timers = TimerDispatcher(Timers(sessions), metrics)
+    # The funnel: what the handlers, the timers and the outbox subscribers share.
+    funnels = FunnelDirectory()
+    sender.know(funnels.update(config))
+    store = FunnelStore(sessions)
+    outbound = Outbound(sender, metrics)
+    followups = FollowUps(funnels, store, outbound, metrics)
+    timers.handle(DOWNSELL, followups.fire_downsell)
+    timers.handle(UPSELL, followups.fire_upsell)
+    delivery = Delivery(
+        funnels, store, outbound, followups, metrics,
+        is_done=lambda key: SendLedger.is_done(redis, key),
+    )  # fmt: skip
+    outbox.subscribe("payment.paid", "funnel-delivery", delivery.deliver)
+    outbox.subscribe("payment.paid", "funnel-owners", delivery.notify_owners)
+    outbox.subscribe("payment.paid", "funnel-upsells", delivery.schedule_upsells)
+    sales = SalesFlow(
+        funnels, payments, store, BumpSessions(redis, keys), outbound, followups, metrics
+    )
+    runner = RunnerServices(
+        telegram=config.telegram,
+        runtime=runtime,
+        public_url=config.http.public_url,
+        poll_http=poll_http,
+        api_session=api_session,
+        sequencer=ChatSequencer(runtime.max_concurrent_updates, runtime.max_updates_per_bot),
+        sender=sender,
+        claims=claims,
+        admission=BatchAdmission(claims),
+        pipeline=UpdatePipeline(dead_letters, attempts=runtime.update_attempts),
+        registry=BotRegistry(sessions),
+        users=users,
+        metrics=metrics,
+        sales=sales,
+    )
     health: list[HealthCheck] = [
         ("redis", lambda: ping_redis(redis, "redis", 2.0)),
         ("database", lambda: ping_database(engine, 2.0)),
@@ -207,6 +234,7 @@ async def build_services(
         inbox_writer=inbox_writer,
         outbox=outbox,
         timers=timers,
+        funnels=funnels,
         jobs=JobContext(
             payments,
             inbox,

@@ -75,6 +75,7 @@ class Supervisor:
         self.web_port: int | None = None
         self.clean_exit = True
         self._tune_gc = tune_gc  # the process is ours alone (botfleet run), not a test's
+        self._built: Services | None = None
         self.payments: PaymentService | None = None
         self.outbox: OutboxDispatcher | None = None
         self.jobs: Jobs | None = None
@@ -169,7 +170,7 @@ class Supervisor:
 
     async def _open(self, stack: AsyncExitStack) -> Services:
         config = self.config
-        built = await build_services(config, stack, self.metrics)
+        built = self._built = await build_services(config, stack, self.metrics)
         self._health_checks = built.health
         if self._given_ownership is None:
             control = create_redis(config.redis.model_copy(update={"pool_size": 2}))
@@ -387,6 +388,8 @@ class Supervisor:
             if getattr(new, section) != getattr(old, section):
                 log.warning("config: %s changed; it takes effect on the next restart", section)
         self.config = old.model_copy(update={"bots": new.bots, "funnels": new.funnels})
+        if self._built is not None:  # timers and the outbox follow the new funnels
+            self._built.runner.sender.know(self._built.funnels.update(self.config))
         self._registry_stale.set()  # written in the background: PostgreSQL may be away
         await self._reconcile(self.config, changed)
         self.metrics.config_reloads.labels("applied").inc()

@@ -11,6 +11,7 @@ URL carries the bot token.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import orjson
@@ -84,10 +85,13 @@ async def call(
     body: bytes,
     read_timeout: float,
     progress: Progress | None = None,
+    content_type: str | None = None,
 ) -> Any:
     """POST one request; the ``result`` of a successful answer, or a :class:`TelegramError`."""
     try:
-        status, raw = await client.post(path, body, read_timeout=read_timeout, progress=progress)
+        status, raw = await client.post(
+            path, body, read_timeout=read_timeout, progress=progress, content_type=content_type
+        )
     except NotSent as exc:
         # Refused, no connection in time, closed before the write: not one byte went out.
         raise NetworkError(method, str(exc), sent=False) from None
@@ -95,6 +99,33 @@ async def call(
         # The request left: whether Telegram acted on it is unknown.
         raise NetworkError(method, str(exc), sent=True) from None
     return decode(method, status, raw)
+
+
+def multipart(
+    fields: dict[str, Any], files: dict[str, tuple[str, bytes, str]]
+) -> tuple[bytes, str]:
+    """A multipart/form-data body (fields as Telegram reads them: JSON for objects) and its
+    content type. ``files``: field -> (file name, bytes, MIME type)."""
+    boundary = secrets.token_hex(16)
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + text.encode()
+            + b"\r\n"
+        )
+    for name, (filename, data, mime) in files.items():
+        parts.append(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}";'
+                f' filename="{filename}"\r\nContent-Type: {mime}\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def decode(method: str, status: int, raw: bytes) -> Any:

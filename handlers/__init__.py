@@ -16,7 +16,7 @@ from aiogram.types import ErrorEvent
 from fleet.context import UpdateScope
 from fleet.errors import is_transient
 from fleet.metrics import FleetMetrics
-from handlers import start
+from handlers import buttons, start
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def build_router() -> Router:
     """A new router: an aiogram Router can be attached to one Dispatcher only."""
     root = Router(name="root")
     start.register(root)
+    buttons.register(root)
     start.register_fallback(root)  # last: any text no handler above took
 
     @root.error()

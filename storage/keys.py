@@ -23,6 +23,7 @@ BOT_STATE = "botstate"  # one JSON per bot: what its holder reports (`botfleet s
 RATE = "rate"  # token buckets for sends
 THROTTLE = "throttle"  # per-user flood counts: a hash per bot and minute
 DEBOUNCE = "debounce"  # repeated /start within a window
+BUMPS = "bumps"  # a user's order-bump session (plan, answers so far), with a TTL
 QUOTA = "quota"  # per-user counts of an action (e.g. "I paid" checks): a hash per bot and minute
 
 DEDUP_TTL_SECONDS = 86_400  # Telegram keeps unconfirmed updates 24 h at most
@@ -84,6 +85,9 @@ class RedisKeys:
     def quota(self, bot_id: str, action: str, minute: int) -> str:
         """How often each user (field) did ``action`` with one bot within one minute."""
         return self._key(QUOTA, bot_id, action, minute)
+
+    def bump_session(self, bot_id: str, user_id: int) -> str:
+        return self._key(BUMPS, bot_id, user_id)
 
     def pattern(self, kind: str = "*", bot_id: str = "*") -> str:
         """A ``SCAN MATCH`` pattern, e.g. every lease: ``pattern(LEASE)``."""

@@ -112,6 +112,13 @@ class BotUser(Base):
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
     attributed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # First touch above (tracking_token, campaign_code); the latest /start with a payload here.
+    campaign_code: Mapped[str | None] = mapped_column(String(64))
+    last_campaign_code: Mapped[str | None] = mapped_column(String(64))
+    last_tracking_token: Mapped[str | None] = mapped_column(String(64))
+    last_touched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    starts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    last_start_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("bot_id", "telegram_user_id"),
@@ -255,6 +262,7 @@ class Payment(Base):
         String(16), nullable=False, server_default=text("'none'")
     )
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    access_link: Mapped[str | None] = mapped_column(Text)  # the invite made for this payment
     attribution: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
@@ -282,6 +290,9 @@ class Payment(Base):
         Index(None, "bot_id", "telegram_user_id", "created_at"),
         # Expiry and reconciliation walk the pending charges only.
         Index("ix_payments_pending", "expires_at", postgresql_where=text("status = 'pending'")),
+        Index(
+            "ix_payments_paid", "bot_id", "paid_at", postgresql_where=text("paid_at IS NOT NULL")
+        ),
     )
 
 

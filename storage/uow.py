@@ -15,6 +15,7 @@ from storage.repositories import (
     BotRepository,
     BotUserRepository,
     DeadLetterRepository,
+    FunnelRepository,
     MessageRepository,
     OutboxRepository,
     PaymentEventRepository,
@@ -33,6 +34,7 @@ class UnitOfWork:
     payment_events: PaymentEventRepository
     outbox: OutboxRepository
     timers: TimerRepository
+    funnel: FunnelRepository
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
@@ -47,6 +49,7 @@ class UnitOfWork:
         self.payment_events = PaymentEventRepository(self.session)
         self.outbox = OutboxRepository(self.session)
         self.timers = TimerRepository(self.session)
+        self.funnel = FunnelRepository(self.session)
         return self
 
     async def __aexit__(

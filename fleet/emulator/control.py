@@ -71,6 +71,7 @@ async def _press_button(emu: TelegramEmulator, b: Body) -> Any:
         data=b.get("data"),
         text=b.get("text"),
         chat=_chat(emu, b),
+        forged=b.get("forged"),
     )
     return action.to_json()
 

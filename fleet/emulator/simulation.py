@@ -53,8 +53,12 @@ class UserSimulation(EmulatorState):
         data: str | None = None,
         text: str | None = None,
         chat: Chat | None = None,
+        forged: str | None = None,
     ) -> Action:
-        """Press an inline button of a message the bot sent, by callback data or label."""
+        """Press an inline button of a message the bot sent, by callback data or label.
+
+        ``forged``: a modified client sends this callback data instead of the button's
+        (Telegram passes it on unchecked)."""
         bot, user = self.bot(bot_ref), self.user(user_ref)
         chat_id = chat.id if chat is not None else user.id
         message_id = message.message_id if isinstance(message, Sent) else message
@@ -72,7 +76,9 @@ class UserSimulation(EmulatorState):
         ]
         if not chosen:
             raise EmulatorError(f"message {message_id} has no such button (data={data!r})")
-        button = chosen[0]
+        button = dict(chosen[0])
+        if forged is not None:
+            button["callback_data"] = forged
         query_id = str(secrets.randbits(63))
         body = {
             "id": query_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fleet.config_funnel import FunnelConfig, Plan
+from fleet.config_funnel import Deliver, FunnelConfig, Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +35,21 @@ def plan_offer(funnel: FunnelConfig, plan_id: str, bumps: Iterable[str] = ()) ->
     return Offer(f"plan:{plan.id}{suffix}", plan.button, amount)
 
 
-def downsell_offer(funnel: FunnelConfig, downsell_id: str, base_cents: int) -> Offer | None:
-    """``base_cents``: what the user's pending charge was for (from the database)."""
+def downsell_offer(
+    funnel: FunnelConfig, downsell_id: str, base_cents: int, plan_id: str | None = None
+) -> Offer | None:
+    """``base_cents``: what the user's pending charge was for, ``plan_id``: the plan it was
+    for (both from the database); the downsell delivers that plan."""
     downsell = next((d for d in funnel.downsells if d.id == downsell_id), None)
-    if downsell is None:
+    if downsell is None or (plan_id is not None and funnel.plan(plan_id) is None):
         return None
     if downsell.price is not None:
         amount = downsell.price
     else:
         assert downsell.discount_percent is not None  # one of the two (config check)
         amount = discounted(base_cents, downsell.discount_percent)
-    return Offer(f"downsell:{downsell.id}", downsell.button, amount)
+    ref = f"downsell:{downsell.id}" + (f">{plan_id}" if plan_id else "")
+    return Offer(ref, downsell.button, amount)
 
 
 def upsell_offer(funnel: FunnelConfig, upsell_id: str) -> Offer | None:
@@ -53,6 +57,28 @@ def upsell_offer(funnel: FunnelConfig, upsell_id: str) -> Offer | None:
     if upsell is None:
         return None
     return Offer(f"upsell:{upsell.id}", upsell.button, upsell.price)
+
+
+def plan_of(offer_ref: str) -> str | None:
+    """The plan an offer delivers: ``plan:mensal+ebook`` and ``downsell:d1>mensal`` ->
+    ``mensal``; an upsell delivers its own."""
+    kind, _, rest = offer_ref.partition(":")
+    if kind == "plan":
+        return rest.split("+", 1)[0] or None
+    if kind == "downsell" and ">" in rest:
+        return rest.rsplit(">", 1)[1] or None
+    return None
+
+
+def deliverable(funnel: FunnelConfig, offer_ref: str) -> Deliver | None:
+    """What a paid offer gives the buyer, from the configuration."""
+    kind, _, rest = offer_ref.partition(":")
+    if kind == "upsell":
+        upsell = next((u for u in funnel.upsells if u.id == rest), None)
+        return upsell.deliver if upsell is not None else None
+    plan_id = plan_of(offer_ref)
+    plan = funnel.plan(plan_id) if plan_id is not None else None
+    return plan.deliver if plan is not None else None
 
 
 def discounted(cents: int, percent: int) -> int:

@@ -109,6 +109,9 @@ class PaymentService:
         secret = url_secret(self._config.url_secret.get_secret_value(), gateway_id)
         return f"{self._public_url}/webhook/payment/{gateway_id}/{secret}"
 
+    async def get(self, payment_id: int) -> Payment | None:
+        return await self._charges.get(payment_id)
+
     async def history(
         self, payment_id: int
     ) -> tuple[Payment, Sequence[PaymentEvent], Sequence[OutboxEvent]] | None:

@@ -2,6 +2,7 @@
 
 from storage.repositories.bots import BotRecord, BotRepository
 from storage.repositories.dead_letters import DeadLetterRepository, FailedUpdate
+from storage.repositories.funnel import DeliveryState, Figures, FunnelRepository, Start
 from storage.repositories.messages import MessageRecord, MessageRepository
 from storage.repositories.payment_events import (
     OutboxRepository,
@@ -18,7 +19,10 @@ __all__ = [
     "BotRepository",
     "BotUserRepository",
     "DeadLetterRepository",
+    "DeliveryState",
     "FailedUpdate",
+    "Figures",
+    "FunnelRepository",
     "MessageRecord",
     "MessageRepository",
     "NewCharge",
@@ -27,6 +31,7 @@ __all__ = [
     "PaymentEventRepository",
     "PaymentRepository",
     "ReceivedWebhook",
+    "Start",
     "TimerOutcome",
     "TimerRepository",
     "UserSeen",

@@ -15,7 +15,7 @@ from storage.models import BotUser, Payment, PaymentStatus
 
 _ATTRIBUTION = (
     "tracking_token", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term",
-    "fbclid", "fbp", "fbc", "client_ip", "user_agent",
+    "fbclid", "fbp", "fbc", "client_ip", "user_agent", "campaign_code",
 )  # fmt: skip
 
 

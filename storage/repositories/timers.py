@@ -79,8 +79,10 @@ class TimerRepository:
                 .execution_options(synchronize_session=False)
             )
 
-    async def cancel(self, bot_id: str, user_id: int, kinds: Sequence[str]) -> int:
-        """Cancel a user's scheduled timers of these kinds; how many."""
+    async def cancel(
+        self, bot_id: str, user_id: int, kinds: Sequence[str], keep: Sequence[str] = ()
+    ) -> int:
+        """Cancel a user's scheduled timers of these kinds but those keyed ``keep``; how many."""
         result = await self._session.execute(
             update(Timer)
             .where(
@@ -88,6 +90,7 @@ class TimerRepository:
                 Timer.telegram_user_id == user_id,
                 Timer.kind.in_(list(kinds)),
                 Timer.state == TimerState.SCHEDULED,
+                Timer.key.not_in([key[:256] for key in keep]),
             )
             .values(state=TimerState.CANCELLED, result="cancelled", locked_until=None)
             .execution_options(synchronize_session=False)

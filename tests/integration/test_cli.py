@@ -115,9 +115,9 @@ def test_db_upgrade_current_downgrade(tmp_path: Path, empty_database_url: str) -
     env = {"DB_URL": empty_database_url}
     upgraded = botfleet("db", "upgrade", "-c", cfg, env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "database at 0004" in upgraded.stdout
+    assert "database at 0005" in upgraded.stdout
     current = botfleet("db", "current", "-c", cfg, env=env)
-    assert "database at 0004; code head 0004 (up to date)" in current.stdout
+    assert "database at 0005; code head 0005 (up to date)" in current.stdout
     down = botfleet("db", "downgrade", "base", "-c", cfg, env=env)
     assert down.returncode == 0, down.stderr
     assert "database at base" in down.stdout

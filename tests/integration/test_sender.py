@@ -38,10 +38,18 @@ class CountingPool(HttpPool):
         self.not_sent = 0
 
     async def post(
-        self, path: str, body: bytes, *, read_timeout: float, progress: Progress | None = None
+        self,
+        path: str,
+        body: bytes,
+        *,
+        read_timeout: float,
+        progress: Progress | None = None,
+        content_type: str | None = None,
     ) -> tuple[int, bytes]:
         try:
-            return await super().post(path, body, read_timeout=read_timeout, progress=progress)
+            return await super().post(
+                path, body, read_timeout=read_timeout, progress=progress, content_type=content_type
+            )
         except NotSent:
             self.not_sent += 1
             raise

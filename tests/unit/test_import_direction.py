@@ -15,7 +15,7 @@ The tiers (DESIGN.md, "Layout"), with the modules added since in their place:
                fleet.ownership, fleet.web, fleet.status, fleet.notify, fleet.embedded
 4 edges        handlers/  middlewares/  scheduler/   (siblings)
 3 services     fleet.sender, fleet.ratelimit, fleet.batcher, fleet.sequencer,
-               fleet.payments, fleet.tracking, fleet.outbox, fleet.timers
+               fleet.payments, fleet.tracking, fleet.outbox, fleet.timers, fleet.sales
 2 domain+data  storage/, migrations/, fleet.funnel, fleet.telegram, fleet.http,
                fleet.offsets, fleet.assignment
 1 leaves       fleet (the package), fleet.config, fleet.config_base, fleet.config_funnel,
@@ -65,6 +65,7 @@ TIERS: dict[str, int] = {
     "fleet.payments": 3,
     "fleet.outbox": 3,
     "fleet.timers": 3,
+    "fleet.sales": 3,
     "fleet.tracking": 3,
     "storage": 2,
     "migrations": 2,

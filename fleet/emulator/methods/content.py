@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fleet.emulator.entities import Entity, parse
 from fleet.emulator.errors import bad_request
@@ -132,6 +133,9 @@ def input_file(
     if not isinstance(value, str):
         raise bad_request(f'parameter "{name}" must be a file, a URL or a file_id')
     if value.startswith(("http://", "https://")):
+        if urlsplit(value).hostname in (None, "") or _unreachable(value):
+            # Telegram downloads the URL itself; a host it cannot reach fails the send.
+            raise bad_request("failed to get HTTP URL content")
         return _new_file(emu, kind, emu.digest(value), 100_000, value.rsplit("/", 1)[-1], None)
     known = emu.files.get(value)
     if known is None:
@@ -141,6 +145,12 @@ def input_file(
     if known["kind"] != kind and not (kind == "document"):
         raise bad_request(f"can't use file of type {known['kind'].title()} as {kind.title()}")
     return {k: v for k, v in known.items() if k != "kind"}
+
+
+def _unreachable(url: str) -> bool:
+    """No internet here: hosts under the reserved ``.invalid`` TLD stand for dead URLs."""
+    host = urlsplit(url).hostname or ""
+    return host == "invalid" or host.endswith(".invalid")
 
 
 def _new_file(

@@ -1,0 +1,201 @@
+"""The funnel's rows: a /start with its touch, what a user bought, what was offered, the
+delivery state of a payment, the owners' figures. Repositories never commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import BotUser, Payment, Timer, TimerState
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    bot_id: str
+    telegram_user_id: int
+    at: datetime
+    first_name: str | None = None
+    username: str | None = None
+    tracking_token: str | None = None
+    campaign_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    users: int
+    starts: int
+    charges: int
+    sales: int
+    revenue_cents: int
+
+
+class DeliveryState:
+    NONE = "none"
+    SENDING = "sending"  # at least once: until Telegram acknowledged the access
+    DELIVERED = "delivered"
+    BLOCKED = "blocked"  # the buyer blocked the bot: Telegram refuses for good
+    UNDELIVERABLE = "undeliverable"  # nothing configured to give (an operator must act)
+
+
+_OPEN = (DeliveryState.NONE, DeliveryState.SENDING)
+
+
+class FunnelRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def start(self, start: Start) -> None:
+        """The user exists, counts one more /start; the first touch is kept, the last one
+        follows every /start that carries one."""
+        table = BotUser.__table__
+        touched = start.tracking_token is not None or start.campaign_code is not None
+        stmt = insert(table).values(  # type: ignore[arg-type]
+            bot_id=start.bot_id,
+            telegram_user_id=start.telegram_user_id,
+            first_name=start.first_name,
+            username=start.username,
+            first_interaction_at=start.at,
+            last_interaction_at=start.at,
+            starts=1,
+            last_start_at=start.at,
+            tracking_token=start.tracking_token,
+            campaign_code=start.campaign_code,
+            attributed_at=start.at if touched else None,
+            last_tracking_token=start.tracking_token,
+            last_campaign_code=start.campaign_code,
+            last_touched_at=start.at if touched else None,
+        )
+        ex = stmt.excluded
+        first_touch = table.c.attributed_at.is_(None)
+        changes: dict[str, Any] = {
+            "starts": table.c.starts + 1,
+            "last_start_at": ex.last_start_at,
+            "first_name": func.coalesce(ex.first_name, table.c.first_name),
+            "username": func.coalesce(ex.username, table.c.username),
+            "last_interaction_at": func.greatest(
+                table.c.last_interaction_at, ex.last_interaction_at
+            ),
+        }
+        if touched:
+            changes |= {
+                "last_tracking_token": ex.last_tracking_token,
+                "last_campaign_code": ex.last_campaign_code,
+                "last_touched_at": ex.last_touched_at,
+                "tracking_token": _first(first_touch, ex.tracking_token, table.c.tracking_token),
+                "campaign_code": _first(first_touch, ex.campaign_code, table.c.campaign_code),
+                "attributed_at": func.coalesce(table.c.attributed_at, ex.attributed_at),
+            }
+        await self._session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[table.c.bot_id, table.c.telegram_user_id], set_=changes
+            )
+        )
+
+    async def bought_since(self, bot_id: str, user_id: int, since: datetime) -> bool:
+        """Paid anything in this bot since ``since`` (kept if refunded later: they bought)."""
+        found = await self._session.scalar(
+            select(Payment.id)
+            .where(
+                Payment.bot_id == bot_id,
+                Payment.telegram_user_id == user_id,
+                Payment.paid_at.is_not(None),
+                or_(Payment.paid_at >= since, Payment.created_at >= since),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def bought(self, bot_id: str, user_id: int, offer_ref_prefix: str) -> bool:
+        found = await self._session.scalar(
+            select(Payment.id)
+            .where(
+                Payment.bot_id == bot_id,
+                Payment.telegram_user_id == user_id,
+                Payment.paid_at.is_not(None),
+                Payment.offer_ref.startswith(offer_ref_prefix, autoescape=True),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def offered(self, bot_id: str, user_id: int, kind: str, offer_id: str) -> Timer | None:
+        """The latest timer of ``kind`` that showed ``offer_id`` to this user."""
+        return await self._session.scalar(
+            select(Timer)
+            .where(
+                Timer.bot_id == bot_id,
+                Timer.telegram_user_id == user_id,
+                Timer.kind == kind,
+                Timer.state == TimerState.DONE,
+                Timer.result == "sent",
+                Timer.payload["offer"].astext == offer_id,
+            )
+            .order_by(Timer.fired_at.desc())
+            .limit(1)
+        )
+
+    async def begin_delivery(self, payment_id: int) -> Payment | None:
+        """The paid payment, locked and marked as being delivered; None when it was delivered
+        already (or is not paid)."""
+        payment = await self._session.scalar(
+            select(Payment).where(Payment.id == payment_id).with_for_update()
+        )
+        if payment is None or payment.delivery_state not in _OPEN:
+            return None
+        if payment.paid_at is None:
+            return None
+        payment.delivery_state = DeliveryState.SENDING
+        return payment
+
+    async def keep_access_link(self, payment_id: int, link: str) -> str:
+        """Store the invite made for a payment; a link stored before wins (one per payment)."""
+        stored = await self._session.scalar(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.access_link.is_(None))
+            .values(access_link=link)
+            .returning(Payment.access_link)
+        )
+        if stored is not None:
+            return str(stored)
+        kept = await self._session.scalar(
+            select(Payment.access_link).where(Payment.id == payment_id)
+        )
+        return str(kept)
+
+    async def delivered(self, payment_id: int, at: datetime, state: str) -> None:
+        await self._session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id)
+            .values(delivery_state=state, delivered_at=at)
+        )
+
+    async def figures(self, bot_id: str, since: datetime | None) -> Figures:
+        users = select(func.count(), func.coalesce(func.sum(BotUser.starts), 0)).where(
+            BotUser.bot_id == bot_id
+        )
+        charges = select(func.count()).where(Payment.bot_id == bot_id)
+        sales = select(func.count(), func.coalesce(func.sum(Payment.amount_cents), 0)).where(
+            Payment.bot_id == bot_id, Payment.paid_at.is_not(None)
+        )
+        if since is not None:
+            users = users.where(BotUser.last_start_at >= since)
+            charges = charges.where(Payment.created_at >= since)
+            sales = sales.where(Payment.paid_at >= since)
+        user_count, starts = (await self._session.execute(users)).one()
+        sale_count, revenue = (await self._session.execute(sales)).one()
+        return Figures(
+            users=int(user_count),
+            starts=int(starts),
+            charges=int(await self._session.scalar(charges) or 0),
+            sales=int(sale_count),
+            revenue_cents=int(revenue),
+        )
+
+
+def _first(is_first: Any, new: Any, old: Any) -> Any:
+    return case((is_first, new), else_=old)
