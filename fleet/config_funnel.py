@@ -177,7 +177,7 @@ class Upsell(Section):
 
 class Messages(Section):
     pix: Text = (
-        "Plano <b>{plan}</b>: {amount}\n\nCopie o código PIX abaixo e pague no app do seu"
+        "<b>{plan}</b>: {amount}\n\nCopie o código PIX abaixo e pague no app do seu"
         " banco:\n\n<code>{pix_code}</code>\n\nVálido até {expires_at}."
     )
     pending: Text = "Ainda não recebemos o seu pagamento de {amount}. Assim que cair, te aviso!"

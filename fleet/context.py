@@ -22,7 +22,9 @@ from fleet.metrics import FleetMetrics
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 """An aiogram middleware's ``handler`` argument: the rest of the chain."""
 
-ChatKind = Literal["private", "group"]
+ChatKind = Literal["private", "group", "service"]
+"""Which per-chat bucket a call takes: a private chat's, a group's, or (not a message in any
+chat: answerCallbackQuery, createChatInviteLink) only the bot's own."""
 
 
 class Outcome(enum.StrEnum):

@@ -121,6 +121,7 @@ class SendLimits:
     bot: Bucket = Bucket(rate=30.0, burst=30.0)
     private_chat: Bucket = Bucket(rate=1.0, burst=3.0)
     group: Bucket = Bucket(rate=20 / 60, burst=20.0)
+    service: Bucket = Bucket(rate=1000.0, burst=1000.0)  # not a message: the bot bucket rules
 
 
 class RateLimitTimeout(RetryLater):
@@ -178,11 +179,17 @@ class SendGate:
         max_wait: float = 60.0,
     ) -> Grant:
         """A send slot (and the claim of ``key``), waiting in line; raises after ``max_wait``."""
-        limits = self._limits.private_chat if kind == "private" else self._limits.group
+        line, bucket = chat_id, self._keys.rate(bot_id, kind, chat_id)
+        if kind == "service":
+            # Not a message: one roomy bucket per bot (the bot's own bucket rules), in a line
+            # of its own beside the chat's messages.
+            limits, line, bucket = self._limits.service, ~chat_id, self._keys.rate(bot_id, kind)
+        else:
+            limits = self._limits.private_chat if kind == "private" else self._limits.group
         loop = asyncio.get_running_loop()
         waiter = _Waiter(
-            chat=chat_id,
-            bucket=self._keys.rate(bot_id, kind, chat_id),
+            chat=line,
+            bucket=bucket,
             limits=limits,
             key=key,
             mode=mode if key is not None else "n",

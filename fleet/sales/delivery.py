@@ -111,9 +111,8 @@ class Delivery:
             "chat_id": chat_id, "name": f"pay_{payment.id}", "member_limit": 1,
             "expire_date": expires,
         }  # fmt: skip
-        # Counted against the buyer's chat bucket: it is their access, not a group message.
         outcome = await self._outbound.sender.call(
-            payment.bot_id, "createChatInviteLink", request, chat_id=payment.telegram_user_id
+            payment.bot_id, "createChatInviteLink", request, chat_id=chat_id, chat_kind="service"
         )
         answer = outcome.answer if isinstance(outcome.answer, dict) else {}
         link = answer.get("invite_link")

@@ -131,7 +131,7 @@ class SalesFlow:
         if text:
             payload["text"] = text
         await self._out.sender.call(
-            buyer.bot_id, "answerCallbackQuery", payload, chat_id=buyer.user_id
+            buyer.bot_id, "answerCallbackQuery", payload, chat_id=buyer.user_id, chat_kind="service"
         )
 
     async def _refuse(
