@@ -263,6 +263,13 @@ class PaymentsConfig(Section):
     cooldown_seconds: int = Field(
         default=20, ge=0, le=3600, description="A user's new charges at most this often."
     )
+    resume_after_seconds: int = Field(
+        default=45,
+        ge=1,
+        le=3600,
+        description="A charge still being made this long was left by a dead instance: the next"
+        " try makes it (same idempotency key).",
+    )
     reconcile_after_seconds: int = Field(
         default=120, ge=1, le=86_400, description="A pending charge this old is asked about."
     )

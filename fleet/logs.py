@@ -66,5 +66,6 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Chatty at INFO and not ours to narrate ("aiogram.event": a line per update).
-    for name in ("alembic", "aiohttp.access", "pgserver", "aiogram.event"):
+    # "apscheduler.executors": two lines per job run, several runs a second.
+    for name in ("alembic", "aiohttp.access", "pgserver", "aiogram.event", "apscheduler.executors"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

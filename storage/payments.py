@@ -33,6 +33,7 @@ class Opened(enum.StrEnum):
     REUSED = "reused"  # a recent pending charge for the same offer: show it again
     BUSY = "busy"  # the same charge is being made right now (a double click)
     COOLDOWN = "cooldown"  # the user asked for another charge too soon
+    RESUMED = "resumed"  # one left half made (its maker died): made now, same idempotency key
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +48,28 @@ class Charges:
         self._sessions = sessions
 
     async def open(
-        self, charge: NewCharge, now: datetime, *, reuse: timedelta, cooldown: timedelta
+        self,
+        charge: NewCharge,
+        now: datetime,
+        *,
+        reuse: timedelta,
+        cooldown: timedelta,
+        resume_after: timedelta = timedelta(seconds=30),
     ) -> Opening:
+        """``resume_after``: a charge still without its transaction this long after it was
+        started lost its maker (an instance killed mid-call): whoever asks again makes it,
+        with the same idempotency key, so the gateway answers with the one it may have."""
         async with UnitOfWork(self._sessions) as uow:
             found = await uow.payments.reusable(
                 charge.bot_id, charge.telegram_user_id, charge.offer_ref, charge.amount_cents,
                 since=now - reuse, valid_until=now + timedelta(minutes=2),
             )  # fmt: skip
-            if found is not None:  # being made right now (no transaction id yet): a double click
-                return Opening(Opened.REUSED if found.transaction_id else Opened.BUSY, found)
+            if found is not None and found.transaction_id is not None:
+                return Opening(Opened.REUSED, found)
+            if found is not None:  # being made (no transaction id yet): a double click, or...
+                if now - found.created_at < resume_after:
+                    return Opening(Opened.BUSY, found)
+                return Opening(Opened.RESUMED, found)  # ...its maker died mid-call
             last = await uow.payments.last_created_at(charge.bot_id, charge.telegram_user_id)
             if last is not None and now - last < cooldown:
                 wait = (cooldown - (now - last)).total_seconds()

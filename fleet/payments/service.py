@@ -152,9 +152,10 @@ class PaymentService:
             now,
             reuse=timedelta(seconds=config.reuse_seconds),
             cooldown=timedelta(seconds=config.cooldown_seconds),
+            resume_after=timedelta(seconds=config.resume_after_seconds),
         )
         counter = self._metrics.charges
-        if opening.result != Opened.NEW or opening.payment is None:
+        if opening.result not in (Opened.NEW, Opened.RESUMED) or opening.payment is None:
             counter.labels(gateway_id, opening.result).inc()
             return ChargeResult(
                 opening.result, opening.payment, opening.retry_after, gateway.notice
@@ -184,7 +185,7 @@ class PaymentService:
             qr_png_base64=made.qr_png_base64,
             expires_at=min(expires, payment.expires_at),
         )
-        counter.labels(gateway_id, "new").inc()
+        counter.labels(gateway_id, opening.result).inc()
         log.info("bot %s: charge %s created (%s)", bot_id, payment.id, gateway_id)
         return ChargeResult(Opened.NEW, payment, notice=gateway.notice)
 

@@ -24,6 +24,7 @@ from datetime import time as day_time
 
 from fleet.config_funnel import FunnelConfig, Plan
 from fleet.context import Buyer, UpdateScope
+from fleet.errors import RetryLater
 from fleet.funnel import callbacks as cb
 from fleet.funnel import steps
 from fleet.funnel.attribution import read_touch, start_payload
@@ -41,6 +42,10 @@ from storage.payments import Opened
 from storage.repositories.funnel import Start
 
 log = logging.getLogger(__name__)
+
+
+class ChargeInMaking(RetryLater):
+    """The same charge is being made right now: the update is tried again shortly."""
 
 
 class SalesFlow:
@@ -255,7 +260,11 @@ class SalesFlow:
             )
             return
         payment = made.payment
-        if made.result in (Opened.COOLDOWN, Opened.BUSY) or payment is None:
+        if made.result == Opened.BUSY:
+            # Being made by another press, or by an instance that died mid-call: this update
+            # waits (retried with back-off) for it, or for its turn to finish it.
+            raise ChargeInMaking(f"bot {bot_id}: a charge for {offer.ref} is being made")
+        if made.result == Opened.COOLDOWN or payment is None:
             self._step(bot_id, "cooldown")
             note = steps.notice(funnel.messages.cooldown, filled, "cooldown")
             await self._out.send(
@@ -279,7 +288,7 @@ class SalesFlow:
             await self._out.send(
                 bot_id, user_id, [note], purpose="pix", key=(scope.update_id,), scope=scope
             )
-        elif follow_up:
+        if follow_up:  # reused too: a retried update whose first run died before this point
             await self._followups.after_pix(payment, buyer.first_name)
 
     async def _check(
