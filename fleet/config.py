@@ -154,6 +154,12 @@ class RuntimeConfig(Section):
     replay_interval: float = Field(
         default=5.0, gt=0, le=3_600, description="How often dead letters marked for replay are run."
     )
+    timers_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="How often due timers (downsells, upsells) are looked for, by every instance.",
+    )
     dispatcher_idle_seconds: float = Field(
         default=600.0,
         gt=0,

@@ -21,7 +21,8 @@ from rich.table import Table
 
 from fleet.config import BotConfig, FleetConfig
 from fleet.config_file import load_config
-from fleet.demo_payments import demo_sale, print_sale
+from fleet.demo_funnel import DOWNSELL_AFTER, demo_funnel, demo_timings
+from fleet.demo_payments import demo_sale, point_sandbox_webhooks, print_sale
 from fleet.embedded import start_embedded
 from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
 from fleet.supervisor import Supervisor
@@ -78,7 +79,7 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
             update={"url": SecretStr(redis_url), "key_prefix": prefix}
         )
         fleet_config = config.model_copy(update={"database": db_config, "redis": redis_config})
-        conversations, sale = await _run_fleet(fleet_config, console)
+        conversations, funnel, sale = await _run_fleet(fleet_config, console)
 
     services = Table(title="services", show_header=False)
     services.add_row("PostgreSQL", redacted(engine.url), f"schema {revision}")
@@ -105,6 +106,11 @@ async def run_demo(config_path: Path, data_dir: Path, console: Console | None = 
     for line in conversations:
         talk.add_row(*line)
     console.print(talk)
+    if funnel is not None:
+        console.print(funnel)
+        console.print(
+            f"(downsells were due after {DOWNSELL_AFTER} s instead of their configured delay)"
+        )
     print_sale(console, sale)
 
 
@@ -153,9 +159,9 @@ def _print_runtime(console: Console, supervisor: Supervisor, repeats: int) -> No
 
 async def _run_fleet(
     config: FleetConfig, console: Console
-) -> tuple[list[tuple[str, ...]], Table | None]:
+) -> tuple[list[tuple[str, ...]], Table | None, Table | None]:
     """The supervisor on the emulator: two users per enabled bot, /start and a question;
-    then one PIX sale through the sandbox gateway the emulator serves."""
+    buyers walking the funnel; then one PIX sale told step by step."""
     # Fresh ids each run: the embedded Redis keeps its dedup keys between demos.
     async with EmulatorServer(settings=EmulatorSettings()) as emulator_server:
         emulator = emulator_server.emulator
@@ -184,7 +190,7 @@ async def _run_fleet(
         for gateway in config.gateways:
             if gateway.kind == "sandbox" and gateway.webhook_secret is not None:
                 emulator.pix.configure(secret=gateway.webhook_secret.get_secret_value())
-        supervisor = Supervisor(config)
+        supervisor = Supervisor(demo_timings(config))
         fleet = asyncio.create_task(supervisor.run())
         try:
             await supervisor.wait_ready()
@@ -211,12 +217,15 @@ async def _run_fleet(
             rows = [line for talk in talks for line in talk]
             repeats = await _double_taps(emulator, users)
             _print_runtime(console, supervisor, repeats)
+            console.print("buyers walking the funnel ...")
+            point_sandbox_webhooks(supervisor, emulator_server)
+            funnel = await demo_funnel(supervisor, emulator)
             try:
                 sale = await demo_sale(supervisor, emulator_server, emulator.add_user("Carla"))
             except TimeoutError:  # e.g. webhooks answered 503: the fleet's log says why
                 sale = Table(title="a PIX sale")
                 sale.add_row("[red]not confirmed within 30 s: see the log above[/]")
-            return rows, sale
+            return rows, funnel, sale
         finally:
             supervisor.request_stop()
             await fleet

@@ -5,7 +5,8 @@ names a gateway gets a charge (the price parsed from text, exactly); a forged
 webhook for it (right transaction, wrong signature) is refused; the buyer pays
 in the simulated bank app and the gateway posts its signed webhook three times
 at once; the fleet stores it once, moves the charge to ``paid`` once and calls
-the ``payment.paid`` subscriber (here: the demo's own) once. Then the charge's
+each ``payment.paid`` subscriber (the funnel's delivery, and one the demo adds to
+watch) once: the buyer gets their access once. Then the charge's
 life is printed as ``botfleet payments show`` reads it from PostgreSQL.
 """
 
@@ -24,11 +25,11 @@ from rich.table import Table
 from fleet.config import BotConfig
 from fleet.emulator import EmulatorServer, User
 from fleet.emulator.pix import SIGNATURE_HEADER, PixFaults, sign
-from fleet.money import format_brl, parse_cents
+from fleet.funnel.offers import plan_offer
+from fleet.money import format_brl
 from fleet.payments.service import url_secret
 from fleet.supervisor import Supervisor
 
-PRICE = "19.90"  # as an operator writes it in config.yaml
 _WITHIN = 30.0
 
 
@@ -40,6 +41,18 @@ def gateway_bot(supervisor: Supervisor) -> tuple[BotConfig, str] | None:
         if gateway_id is not None and config.gateway(gateway_id).kind == "sandbox":
             return bot, gateway_id
     return None
+
+
+def point_sandbox_webhooks(supervisor: Supervisor, server: EmulatorServer) -> None:
+    """Tell the sandbox where to post (as an operator does in a gateway's panel)."""
+    found = gateway_bot(supervisor)
+    config = supervisor.config
+    if found is None or config.payments.url_secret is None:
+        return
+    gateway_id = found[1]
+    secret = url_secret(config.payments.url_secret.get_secret_value(), gateway_id)
+    hook = f"http://127.0.0.1:{supervisor.web_port}/webhook/payment/{gateway_id}/{secret}"
+    server.emulator.pix.configure(webhook_url=hook)
 
 
 async def demo_sale(supervisor: Supervisor, server: EmulatorServer, buyer: User) -> Table | None:
@@ -73,17 +86,24 @@ async def demo_sale(supervisor: Supervisor, server: EmulatorServer, buyer: User)
 
     outbox.subscribe("payment.paid", "demo-delivery", deliver_access)
 
-    cents = parse_cents(PRICE)
+    funnel = config.funnel_for(bot)
+    offer = plan_offer(funnel, funnel.plans[0].id) if funnel.plans else None
+    if offer is None:
+        return None
+    token = bot.token.get_secret_value()
+    emulator = server.emulator
+    emulator.user_sends(token, buyer, "/start")  # a bot writes only to who started it
+    await emulator.wait_for(lambda: emulator.transcript(token, buyer), _WITHIN)
     made = await payments.charge(
-        bot.id, buyer.id, gateway_id, offer_ref="plan:demo", description="Curso (demo)",
-        amount_cents=cents,
+        bot.id, buyer.id, gateway_id, offer_ref=offer.ref, description=offer.title,
+        amount_cents=offer.amount_cents,
     )  # fmt: skip
     payment = made.payment
     assert payment is not None and payment.transaction_id is not None, made
     wanted.add(payment.id)
     note(
         f"charge {payment.id} created at {gateway_id}: {format_brl(payment.amount_cents)}"
-        f' ("{PRICE}" -> {payment.amount_cents} cents), PIX code {(payment.pix_code or "")[:24]}…'
+        f" ({payment.amount_cents} cents, {offer.ref}), PIX code {(payment.pix_code or '')[:24]}…"
     )
 
     forged = await _forge(hook, pix.charge(payment.transaction_id))
@@ -94,7 +114,15 @@ async def demo_sale(supervisor: Supervisor, server: EmulatorServer, buyer: User)
     note("buyer paid in the bank app; the gateway posts its webhook 3 times")
     async with asyncio.timeout(_WITHIN):
         await paid.wait()
-    note(f"subscriber 'demo-delivery' called: {delivered[0][0]} (deliver access)")
+    note(f"subscriber 'demo-delivery' called: {delivered[0][0]} (it watches)")
+
+    def access() -> list[str]:
+        return [
+            s.text or "" for s in emulator.transcript(token, buyer) if "t.me/" in (s.text or "")
+        ]
+
+    (sent,) = await emulator.wait_for(access, _WITHIN)
+    note(f"the buyer got their access (subscriber 'funnel-delivery'): {sent[:60]}")
     await server.emulator.wait_for(lambda: pix.busy == 0, _WITHIN)
     pix.clear_faults()
 

@@ -188,7 +188,11 @@ class Supervisor:
         app = build_web_app(self, self.metrics)
         self.payments = built.payments
         self.outbox = built.outbox
-        jobs = self.jobs = Jobs(built.jobs, config.payments.jobs_interval)
+        jobs = self.jobs = Jobs(
+            built.jobs,
+            config.payments.jobs_interval,
+            intervals={"timers": config.runtime.timers_interval},
+        )
         built.payments.on_transition = lambda: jobs.wake("outbox")
         if built.gateways:
             add_payment_routes(

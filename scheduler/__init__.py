@@ -48,9 +48,13 @@ class Jobs:
         jobs: dict[str, Job] | None = None,
         *,
         linger: float = 0.2,
+        intervals: dict[str, float] | None = None,
     ) -> None:
+        """``interval``: every job's period; ``intervals``: a job's own (``timers``: the
+        resolution of a downsell's delay)."""
         self._ctx = ctx
         self._interval = interval
+        self._intervals = intervals or {}
         self._linger = timedelta(seconds=linger)
         self._waking: set[str] = set()  # woken, not started yet
         self._jobs = JOBS if jobs is None else jobs
@@ -68,7 +72,7 @@ class Jobs:
                 "interval",
                 args=[name, job],
                 id=name,
-                seconds=self._interval,
+                seconds=self._intervals.get(name, self._interval),
                 next_run_time=datetime.now(UTC),
                 max_instances=2,  # the second only marks "again" (see _run)
                 coalesce=True,

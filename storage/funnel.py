@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -54,7 +54,7 @@ class FunnelStore:
     ) -> dict[str, Any] | None:
         """What the latest ``kind`` timer offered this user (its payload), if one did."""
         async with UnitOfWork(self._sessions) as uow:
-            timer = await uow.funnel.offered(bot_id, user_id, kind, offer_id)
+            timer = await uow.funnel.offered(bot_id, user_id, kind, offer_id, datetime.now(UTC))
             return dict(timer.payload) if timer is not None else None
 
     async def first_name(self, bot_id: str, user_id: int) -> str | None:

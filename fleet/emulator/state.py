@@ -115,9 +115,19 @@ class EmulatorState:
             raise EmulatorError(f"no user {ref} in the emulator")
         return self.users[ref]
 
-    def add_group(self, title: str, *, bots: list[EmulatedBot | str | int] | None = None) -> Chat:
-        """A supergroup; the bots listed are administrators (so they see members join)."""
-        chat_id = -(10**12) - next(self._group_ids)
+    def add_group(
+        self,
+        title: str,
+        *,
+        bots: list[EmulatedBot | str | int] | None = None,
+        chat_id: int | None = None,
+    ) -> Chat:
+        """A supergroup; the bots listed are administrators (so they see members join).
+        ``chat_id``: a given id (e.g. the one a configuration names)."""
+        if chat_id is None:
+            chat_id = -(10**12) - next(self._group_ids)
+        elif chat_id >= 0 or chat_id in self.chats:
+            raise EmulatorError(f"chat id {chat_id} is not a free group id")
         chat = Chat(chat_id, "supergroup", title=title)
         for ref in bots or []:
             chat.members[self.bot(ref).id] = "administrator"

@@ -132,8 +132,12 @@ class PaymentService:
         offer_ref: str,
         description: str,
         amount_cents: int,
+        cooldown: bool = True,
     ) -> ChargeResult:
-        """Raises GatewayError when the gateway refused or could not be reached."""
+        """Raises GatewayError when the gateway refused or could not be reached.
+
+        ``cooldown`` False: an offer the server made (a downsell, an upsell) is taken: the
+        user's cool-down does not apply (a repeat still finds the same pending charge)."""
         gateway = self.gateways[gateway_id]
         now = datetime.now(UTC)
         config = self._config
@@ -151,7 +155,7 @@ class PaymentService:
             ),
             now,
             reuse=timedelta(seconds=config.reuse_seconds),
-            cooldown=timedelta(seconds=config.cooldown_seconds),
+            cooldown=timedelta(seconds=config.cooldown_seconds if cooldown else 0),
             resume_after=timedelta(seconds=config.resume_after_seconds),
         )
         counter = self._metrics.charges
@@ -261,6 +265,16 @@ class PaymentService:
                 if now > payment.expires_at + _EXPIRE_ANYWAY:
                     await self._expire(payment, now)
                 continue  # the gateway is away: next round
+            except ChargeNotFound:
+                # The gateway does not know it (a sandbox restarted, an account changed): it
+                # cannot be paid there; it expires when due, quietly until then.
+                if now > payment.expires_at + _EXPIRY_GRACE:
+                    log.warning(
+                        "bot %s: charge %s unknown at %s; expired",
+                        payment.bot_id, payment.id, payment.gateway_id,
+                    )  # fmt: skip
+                    await self._expire(payment, now)
+                continue
             except GatewayError as exc:
                 log.warning(
                     "bot %s: charge %s: not reconciled (%s)", payment.bot_id, payment.id, exc

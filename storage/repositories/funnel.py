@@ -123,19 +123,23 @@ class FunnelRepository:
         )
         return found is not None
 
-    async def offered(self, bot_id: str, user_id: int, kind: str, offer_id: str) -> Timer | None:
-        """The latest timer of ``kind`` that showed ``offer_id`` to this user."""
+    async def offered(
+        self, bot_id: str, user_id: int, kind: str, offer_id: str, now: datetime
+    ) -> Timer | None:
+        """The latest timer of ``kind`` that showed ``offer_id`` to this user: fired and sent,
+        or due and firing right now (its result is recorded after its batch)."""
+        shown = (Timer.state == TimerState.DONE) & (Timer.result == "sent")
+        firing = (Timer.state == TimerState.SCHEDULED) & (Timer.due_at <= now)
         return await self._session.scalar(
             select(Timer)
             .where(
                 Timer.bot_id == bot_id,
                 Timer.telegram_user_id == user_id,
                 Timer.kind == kind,
-                Timer.state == TimerState.DONE,
-                Timer.result == "sent",
                 Timer.payload["offer"].astext == offer_id,
+                shown | firing,
             )
-            .order_by(Timer.fired_at.desc())
+            .order_by(Timer.due_at.desc(), Timer.id.desc())
             .limit(1)
         )
 

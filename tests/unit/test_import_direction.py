@@ -8,7 +8,7 @@ and the emulator stands alone. Imports inside functions count too.
 
 The tiers (DESIGN.md, "Layout"), with the modules added since in their place:
 
-6 composition  fleet.cli, fleet.cli_payments, fleet.demo, fleet.demo_payments,
+6 composition  fleet.cli, fleet.cli_payments, fleet.demo, fleet.demo_payments, fleet.demo_funnel,
                fleet.supervisor, fleet.services
 5 runtime      fleet.runner, fleet.polling, fleet.pipeline, fleet.completion,
                fleet.dispatch, fleet.webhook, fleet.replays, fleet.leases,
@@ -40,6 +40,7 @@ TIERS: dict[str, int] = {
     "fleet.cli_payments": 6,
     "fleet.demo": 6,
     "fleet.demo_payments": 6,
+    "fleet.demo_funnel": 6,
     "fleet.supervisor": 6,
     "fleet.services": 6,
     "fleet.runner": 5,
