@@ -280,3 +280,62 @@ async def test_an_unpaid_pix_gets_its_downsell_once_at_a_price_computed_here(
     timers = await timers_of(session_factory, user.id)
     assert [(t.kind, t.result) for t in timers] == [("downsell", "sent")]  # once
     assert first.status == "pending"
+
+
+async def test_i_paid_owners_stats_and_an_upsell_after_the_paid_plan(
+    emulator_server: EmulatorServer,
+    start_fleet: StartFleet,
+    db_config: DatabaseConfig,
+    redis_config: RedisConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    emulator = emulator_server.emulator
+    data, _, owner = selling_fleet(
+        emulator, emulator_server.base_url, db_config, redis_config, downsell_after="1h"
+    )
+    data["funnels"]["main"]["upsells"][0]["after"] = "2s"
+    data["funnels"]["main"]["plans"][0]["order_bumps"] = []
+    token = data["bots"][0]["token"]
+    await start_fleet(data=data)
+    user = emulator.add_user("Gil")
+    emulator.user_sends(token, user, "/start")
+    await wait_messages(emulator, token, user, 3)
+    press(emulator, token, user, "pl:", "pl:mensal")
+    pix = await wait_messages(emulator, token, user, 5)
+    (payment,) = await payments_of(session_factory, user.id)
+
+    check = press(emulator, token, user, "ck:", f"ck:{payment.id}")  # not paid yet
+    pending = await wait_messages(emulator, token, user, 6)
+    assert check.answer is not None and check.answer.text == "Verificando o seu pagamento…"
+    assert (pending[-1].text or "").startswith("Ainda não recebemos o seu pagamento de R$ 19,90")
+
+    assert payment.transaction_id is not None
+    emulator.pix.pay(payment.transaction_id)
+    paid = await wait_messages(emulator, token, user, 7)
+    assert (paid[-1].text or "").startswith("Pagamento confirmado!")
+    upsell = await wait_messages(emulator, token, user, 8)  # 2 s after the payment
+    assert upsell[-1].text == "Suba de nível"
+    assert [b["text"] for b in upsell[-1].buttons()] == ["Quero - R$ 29,90"]
+    press(emulator, token, user, "up:", "up:u1")
+    await wait_messages(emulator, token, user, 10)
+    first, second = await payments_of(session_factory, user.id)
+    assert (second.offer_ref, second.amount_cents) == ("upsell:u1", 2990)
+    assert second.transaction_id is not None
+    emulator.pix.pay(second.transaction_id)
+    access = await wait_messages(emulator, token, user, 11)
+    assert "https://t.me/+upsell" in (access[-1].text or "")
+    assert pix[-1].text is not None and first.id == payment.id
+
+    # /stats: the owner's figures; anyone else gets the fallback.
+    emulator.user_sends(token, owner, "/start")
+    await wait_messages(emulator, token, owner, 3)
+    emulator.user_sends(token, owner, "/stats")
+    stats = await emulator.wait_for(
+        lambda: [s for s in emulator.transcript(token, owner) if "hoje / total" in (s.text or "")],
+        10,
+    )
+    assert "Vendas: 2 / 2" in (stats[0].text or "")
+    assert "Faturamento: R$ 49,80 / R$ 49,80" in (stats[0].text or "")
+    emulator.user_sends(token, user, "/stats")
+    refused = await wait_messages(emulator, token, user, 12)
+    assert refused[-1].text == "Toque em /start."

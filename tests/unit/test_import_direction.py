@@ -154,7 +154,9 @@ def _rule_broken(module: str, target: str) -> str | None:
     if _is(target, EMULATOR):
         return (
             "only tests, the demo and the CLI drive the emulator"
-            if not _is(module, "fleet.demo", "fleet.demo_payments", "fleet.cli")
+            if not _is(
+                module, "fleet.demo", "fleet.demo_payments", "fleet.demo_funnel", "fleet.cli"
+            )
             else None
         )
     tier, target_tier = tier_of(module), tier_of(target)
