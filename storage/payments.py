@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,6 +68,8 @@ class Charges:
             if found is not None and found.transaction_id is not None:
                 return Opening(Opened.REUSED, found)
             if found is not None:  # being made (no transaction id yet): a double click, or...
+                if found.idempotency_key == charge.idempotency_key:
+                    return Opening(Opened.RESUMED, found)  # ...our own earlier attempt, or...
                 if now - found.created_at < resume_after:
                     return Opening(Opened.BUSY, found)
                 return Opening(Opened.RESUMED, found)  # ...its maker died mid-call
@@ -75,6 +78,10 @@ class Charges:
                 wait = (cooldown - (now - last)).total_seconds()
                 return Opening(Opened.COOLDOWN, retry_after=wait)
             started = await uow.payments.start(charge)
+            if started is None and await uow.payments.gave_up(charge.idempotency_key):
+                # Our earlier attempt failed at the gateway: this one is a new request.
+                charge = replace(charge, idempotency_key=str(uuid.uuid4()))
+                started = await uow.payments.start(charge)
             if started is None:
                 return Opening(Opened.BUSY)
             await uow.commit()

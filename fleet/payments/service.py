@@ -133,11 +133,14 @@ class PaymentService:
         description: str,
         amount_cents: int,
         cooldown: bool = True,
+        request_key: str | None = None,
     ) -> ChargeResult:
         """Raises GatewayError when the gateway refused or could not be reached.
 
         ``cooldown`` False: an offer the server made (a downsell, an upsell) is taken: the
-        user's cool-down does not apply (a repeat still finds the same pending charge)."""
+        user's cool-down does not apply (a repeat still finds the same pending charge).
+        ``request_key``: names the request (e.g. the update asking): a retry of it resumes
+        its own charge at once, with the same idempotency key at the gateway."""
         gateway = self.gateways[gateway_id]
         now = datetime.now(UTC)
         config = self._config
@@ -150,7 +153,7 @@ class PaymentService:
                 amount_cents=amount_cents,
                 currency=config.currency,
                 gateway_id=gateway_id,
-                idempotency_key=str(uuid.uuid4()),
+                idempotency_key=_key(request_key) if request_key else str(uuid.uuid4()),
                 expires_at=now + timedelta(minutes=config.pix_expiry_minutes),
             ),
             now,
@@ -177,10 +180,12 @@ class PaymentService:
         )
         try:
             made = await _create(gateway, request)
-        except BaseException:
+        except GatewayError:
             counter.labels(gateway_id, "failed").inc()
             await self._charges.give_up(payment.id)
             raise
+        # Cancelled, or the database failed from here on: the row stays "being made"; the
+        # same request again (or anyone after resume_after) finishes it with the same key.
         expires = made.expires_at or payment.expires_at
         payment = await self._charges.attach(
             payment.id,
@@ -395,6 +400,10 @@ def _word(gateway_id: str, state: GatewayState) -> Word:
         state.currency,
         state.paid_at,
     )
+
+
+def _key(request_key: str) -> str:
+    return hashlib.sha256(f"charge:{request_key}".encode()).hexdigest()[:48]
 
 
 def _payer_ref(bot_id: str, user_id: int) -> str:

@@ -251,6 +251,7 @@ class SalesFlow:
             made = await self._payments.charge(
                 bot_id, user_id, funnel.gateway, offer_ref=offer.ref, description=offer.title,
                 amount_cents=offer.amount_cents, cooldown=follow_up,
+                request_key=f"{bot_id}:{user_id}:{scope.update_id}:{offer.ref}",
             )  # fmt: skip
         except GatewayError as exc:
             log.warning("bot %s: no PIX for %s: %s", bot_id, offer.ref, exc)

@@ -89,6 +89,16 @@ class PaymentRepository:
         )
         return (await self._session.scalars(stmt)).one_or_none()
 
+    async def gave_up(self, idempotency_key: str) -> bool:
+        """A charge with this key was given up (its gateway refused or was away)."""
+        found = await self._session.scalar(
+            select(Payment.id).where(
+                Payment.idempotency_key == idempotency_key,
+                Payment.status == PaymentStatus.FAILED,
+            )
+        )
+        return found is not None
+
     async def _attribution(self, bot_id: str, user_id: int) -> dict[str, Any]:
         """Where the buyer came from, copied onto the charge (the user may come again later)."""
         row = (

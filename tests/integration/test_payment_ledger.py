@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.models import OutboxEvent, Payment, PaymentStatus
-from storage.payments import Applied, Charges, PaymentLedger, Word
+from storage.payments import Applied, Charges, Opened, PaymentLedger, Word
 from storage.repositories.payments import NewCharge
 from tests.integration.test_storage import T0, bot, registered
 
@@ -79,3 +79,36 @@ async def test_two_instances_applying_the_same_words_at_once_move_each_charge_on
     moved = sum(a.result == Applied.MOVED for batch in results for a in batch)
     assert moved == 20
     assert sorted(await topics(session_factory)) == sorted(f"payment.paid:{p.id}" for p in made)
+
+
+async def test_a_charge_left_half_made_is_resumed_by_its_own_request_at_once_by_others_later(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Before: a charge whose maker died (or whose database write failed) after the row was
+    opened stayed "being made" for good: every later press of the buyer was refused."""
+    await registered(session_factory, bot("a", 1))
+    charges = Charges(session_factory)
+    now = datetime.now(UTC)  # rows are stamped by the database's clock
+    expires = now + timedelta(hours=1)
+    ours = NewCharge("a", 7, "plan:x", "Plano", 1990, "BRL", "sbx", "update-1", expires)
+    other = NewCharge("a", 7, "plan:x", "Plano", 1990, "BRL", "sbx", "update-2", expires)
+    windows = {"reuse": timedelta(minutes=5), "cooldown": timedelta(0)}
+    first = await charges.open(ours, now, **windows, resume_after=timedelta(seconds=30))
+    assert first.result == Opened.NEW and first.payment is not None
+
+    again = await charges.open(ours, now + timedelta(seconds=1), **windows)  # its retry
+    assert again.result == Opened.RESUMED and again.payment is not None
+    assert again.payment.id == first.payment.id  # the same row, the same idempotency key
+    soon = await charges.open(other, now + timedelta(seconds=2), **windows)  # a double click
+    assert soon.result == Opened.BUSY
+    later = await charges.open(
+        other, now + timedelta(seconds=31), **windows, resume_after=timedelta(seconds=30)
+    )  # nobody finished it: whoever asks next does
+    assert later.result == Opened.RESUMED and later.payment is not None
+    assert later.payment.id == first.payment.id
+
+    await charges.give_up(first.payment.id)  # the gateway refused it
+    retried = await charges.open(ours, now + timedelta(seconds=40), **windows)
+    assert retried.result == Opened.NEW and retried.payment is not None
+    assert retried.payment.id != first.payment.id  # a new request, a new key
+    assert retried.payment.idempotency_key != "update-1"
