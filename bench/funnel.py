@@ -21,7 +21,8 @@ database is created and dropped) and a ``redis-server`` binary.
 
     uv run python -m bench.funnel [--bots 20] [--buyers 1000] [--rate 100]
 
-Writes ``bench/reports/funnel.md``.
+Writes ``bench/reports/funnel.md`` (``--report`` another name: the committed
+``funnel-paced.md`` is ``--rate 25``, below what one instance takes).
 """
 
 from __future__ import annotations
@@ -46,7 +47,18 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.throughput import _db_only, cpu_seconds, rss_mib, scratch_database, start, stop, until
+from bench.throughput import (
+    _db_only,
+    cpu_seconds,
+    rss_mib,
+    scratch_database,
+    start,
+    start_profiler,
+    stop,
+    stop_profiler,
+    summarize_profile,
+    until,
+)
 from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
 from fleet.emulator.pix import DEFAULT_SECRET
 from fleet.emulator.world import Action, Sent
@@ -263,9 +275,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     for i in range(args.buyers)
                 ]  # fmt: skip
+                raw = work / "profile.txt"
+                spy = await start_profiler(fleet.pid, raw) if args.profile else None
                 cpu0 = cpu_seconds(fleet.pid)
                 started = await walk(emulator, buyers, args.rate, args.within)
                 cpu = cpu_seconds(fleet.pid) - cpu0
+                if spy is not None:
+                    await stop_profiler(spy)
+                    summarize_profile(raw, REPORT.with_name("funnel-profile.md"))
                 rss = rss_mib(fleet.pid)
                 inside = await fleet_steps(port)
             finally:
@@ -356,8 +373,9 @@ def write_report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         "sends after the previous step's messages waits for its chat's bucket, so answer",
         "times of about a second are the limit working, not the fleet being slow.",
     ]
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = REPORT.with_name(args.report)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
@@ -367,6 +385,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--buyers", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="arrivals per second")
     parser.add_argument("--within", type=float, default=300.0)
+    parser.add_argument("--report", default="funnel.md", help="file name in bench/reports")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the fleet with py-spy (funnel-profile.md)"
+    )
     return parser.parse_args(argv)
 
 

@@ -54,6 +54,7 @@ from storage.keys import RedisKeys
 from storage.payments import Charges, Outbox, PaymentInbox, PaymentLedger
 from storage.quota import UserQuota
 from storage.redis import create_redis, ping_redis
+from storage.repositories.funnel import Start
 from storage.repositories.messages import MessageRecord
 from storage.repositories.users import UserSeen
 from storage.services import BotRegistry, DeadLetters, MessageLog, SessionFactory, UserActivity
@@ -83,6 +84,7 @@ class Services:
     outbox: OutboxDispatcher
     timers: TimerDispatcher
     funnels: FunnelDirectory
+    starts: BatchWriter[Start]
     jobs: JobContext
 
 
@@ -195,9 +197,11 @@ async def build_services(
     outbox.subscribe("payment.paid", "funnel-delivery", delivery.deliver)
     outbox.subscribe("payment.paid", "funnel-owners", delivery.notify_owners)
     outbox.subscribe("payment.paid", "funnel-upsells", delivery.schedule_upsells)
+    starts = BatchWriter[Start]("starts", store.record_starts, metrics=metrics)
     sales = SalesFlow(
-        funnels, payments, store, BumpSessions(redis, keys), outbound, followups, metrics
-    )
+        funnels, payments, store, BumpSessions(redis, keys, batcher), outbound, followups,
+        metrics, starts,
+    )  # fmt: skip
     runner = RunnerServices(
         telegram=config.telegram,
         runtime=runtime,
@@ -235,6 +239,7 @@ async def build_services(
         outbox=outbox,
         timers=timers,
         funnels=funnels,
+        starts=starts,
         jobs=JobContext(
             payments,
             inbox,

@@ -129,6 +129,7 @@ class Supervisor:
                         group.create_task(self._follow_ownership(), name="ownership"),
                         group.create_task(services.users.run(), name="users-batch"),
                         group.create_task(built.messages.run(), name="messages-batch"),
+                        group.create_task(built.starts.run(), name="starts-batch"),
                         group.create_task(self._sync_registry(), name="registry"),
                         group.create_task(self._watch_config(), name="config-watch"),
                         group.create_task(self._loop_lag(), name="loop-lag"),
@@ -164,6 +165,7 @@ class Supervisor:
                 # Cancelled from outside (or a crash): no update may outlive our resources.
                 await services.sequencer.cancel()
                 await services.users.close()
+                await built.starts.close()
                 await built.messages.close()
         self._notifier.close()
         log.info("stopped (%s)", "clean" if self.clean_exit else "deadline reached")

@@ -12,6 +12,7 @@ raises is tried again with back-off, then the timer is marked failed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -48,9 +49,20 @@ class TimerDispatcher:
         """One round: the due timers claimed and fired; how many were claimed."""
         claimed = await self.timers.claim(now, _LEASE, self._batch)
         outcomes: list[TimerOutcome] = []
-        try:
-            for timer in claimed:
+        # One user's timers in order; different users' at once (each send waits for its
+        # own chat's slot, not for the others').
+        lines: dict[tuple[str, int], list[Timer]] = {}
+        for timer in claimed:
+            lines.setdefault((timer.bot_id, timer.telegram_user_id), []).append(timer)
+
+        async def run(line: list[Timer]) -> None:
+            for timer in line:
                 outcomes.append(await self._fire(timer, now))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for line in lines.values():
+                    group.create_task(run(line))
         finally:  # recorded together; a timer not reached waits for its lease
             await self.timers.finish(outcomes)
         return len(claimed)

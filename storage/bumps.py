@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from storage.batching import CommandBatcher
 from storage.keys import RedisKeys
 
 SESSION_TTL_SECONDS = 1800
@@ -55,9 +56,16 @@ class BumpSession:
 
 
 class BumpSessions:
-    def __init__(self, redis: Redis, keys: RedisKeys, ttl: int = SESSION_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        batcher: CommandBatcher | None = None,
+        ttl: int = SESSION_TTL_SECONDS,
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        self._batcher = batcher  # /start's DEL shares a round trip with the rest of its batch
         self._ttl = ttl
         self._answer = redis.register_script(_ANSWER)
 
@@ -88,7 +96,11 @@ class BumpSessions:
         return _load(raw)
 
     async def close(self, bot_id: str, user_id: int) -> None:
-        await self._redis.delete(self._keys.bump_session(bot_id, user_id))
+        key = self._keys.bump_session(bot_id, user_id)
+        if self._batcher is not None:
+            await self._batcher.execute("DEL", key)
+        else:
+            await self._redis.delete(key)
 
 
 def _load(raw: Any) -> BumpSession | None:

@@ -13,18 +13,18 @@ from storage.repositories.funnel import Figures, Start
 from storage.repositories.timers import NewTimer
 from storage.uow import UnitOfWork
 
-RESET_ON_START = ("downsell",)  # timers a new /start cancels: the funnel begins again
-
 
 class FunnelStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def start(self, start: Start) -> None:
-        """A /start: the user and their touch recorded, the pending downsells cancelled."""
+    async def record_starts(self, starts: Sequence[Start]) -> None:
+        """A batch of /starts (``fleet.batcher``): users and touches recorded, the pending
+        downsells of each cancelled."""
+        if not starts:
+            return
         async with UnitOfWork(self._sessions) as uow:
-            await uow.funnel.start(start)
-            await uow.timers.cancel(start.bot_id, start.telegram_user_id, RESET_ON_START)
+            await uow.funnel.record_starts(starts)
             await uow.commit()
 
     async def offer_later(

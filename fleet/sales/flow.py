@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from datetime import time as day_time
 
+from fleet.batcher import BatchWriter
 from fleet.config_funnel import FunnelConfig, Plan
 from fleet.context import Buyer, UpdateScope
 from fleet.errors import RetryLater
@@ -58,8 +59,10 @@ class SalesFlow:
         outbound: Outbound,
         followups: FollowUps,
         metrics: FleetMetrics,
+        starts: BatchWriter[Start],
     ) -> None:
         self._funnels = funnels
+        self._starts = starts
         self._payments = payments
         self._store = store
         self._bumps = bumps
@@ -90,9 +93,9 @@ class SalesFlow:
             key=(scope.update_id,), scope=scope,
         )  # fmt: skip
         self._step(buyer.bot_id, "welcome")
-        # After the welcome: while PostgreSQL is away the user is answered all the same and
-        # the update is retried (then dead-lettered, to replay) to record where they came from.
-        await self._store.start(
+        # Batched (one statement per batch, like user sightings): while PostgreSQL is away
+        # the user is answered all the same and the row waits in the bounded batch.
+        self._starts.add(
             Start(
                 bot_id=buyer.bot_id,
                 telegram_user_id=buyer.user_id,

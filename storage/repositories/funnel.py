@@ -3,11 +3,12 @@ delivery state of a payment, the owners' figures. Repositories never commit."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,51 +50,62 @@ class FunnelRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def start(self, start: Start) -> None:
-        """The user exists, counts one more /start; the first touch is kept, the last one
-        follows every /start that carries one."""
+    async def record_starts(self, starts: Sequence[Start]) -> None:
+        """Each user exists and counts their /starts; the first touch is kept, the last one
+        follows every /start that carries one; downsells scheduled before a /start are
+        cancelled (the funnel begins again). One statement each, for the whole batch."""
+        rows = merge_starts(starts)
+        if not rows:
+            return
         table = BotUser.__table__
-        touched = start.tracking_token is not None or start.campaign_code is not None
-        stmt = insert(table).values(  # type: ignore[arg-type]
-            bot_id=start.bot_id,
-            telegram_user_id=start.telegram_user_id,
-            first_name=start.first_name,
-            username=start.username,
-            first_interaction_at=start.at,
-            last_interaction_at=start.at,
-            starts=1,
-            last_start_at=start.at,
-            tracking_token=start.tracking_token,
-            campaign_code=start.campaign_code,
-            attributed_at=start.at if touched else None,
-            last_tracking_token=start.tracking_token,
-            last_campaign_code=start.campaign_code,
-            last_touched_at=start.at if touched else None,
-        )
+        stmt = insert(table)  # type: ignore[arg-type]
         ex = stmt.excluded
         first_touch = table.c.attributed_at.is_(None)
-        changes: dict[str, Any] = {
-            "starts": table.c.starts + 1,
-            "last_start_at": ex.last_start_at,
-            "first_name": func.coalesce(ex.first_name, table.c.first_name),
-            "username": func.coalesce(ex.username, table.c.username),
-            "last_interaction_at": func.greatest(
-                table.c.last_interaction_at, ex.last_interaction_at
-            ),
-        }
-        if touched:
-            changes |= {
-                "last_tracking_token": ex.last_tracking_token,
-                "last_campaign_code": ex.last_campaign_code,
-                "last_touched_at": ex.last_touched_at,
-                "tracking_token": _first(first_touch, ex.tracking_token, table.c.tracking_token),
-                "campaign_code": _first(first_touch, ex.campaign_code, table.c.campaign_code),
+        touched = ex.last_touched_at.is_not(None)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.bot_id, table.c.telegram_user_id],
+            set_={
+                "starts": table.c.starts + ex.starts,
+                "last_start_at": func.greatest(table.c.last_start_at, ex.last_start_at),
+                "first_name": func.coalesce(ex.first_name, table.c.first_name),
+                "username": func.coalesce(ex.username, table.c.username),
+                "last_interaction_at": func.greatest(
+                    table.c.last_interaction_at, ex.last_interaction_at
+                ),
+                "tracking_token": case(
+                    (first_touch, ex.tracking_token), else_=table.c.tracking_token
+                ),
+                "campaign_code": case((first_touch, ex.campaign_code), else_=table.c.campaign_code),
                 "attributed_at": func.coalesce(table.c.attributed_at, ex.attributed_at),
-            }
-        await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[table.c.bot_id, table.c.telegram_user_id], set_=changes
+                "last_tracking_token": case(
+                    (touched, ex.last_tracking_token), else_=table.c.last_tracking_token
+                ),
+                "last_campaign_code": case(
+                    (touched, ex.last_campaign_code), else_=table.c.last_campaign_code
+                ),
+                "last_touched_at": func.coalesce(ex.last_touched_at, table.c.last_touched_at),
+            },
+        )
+        await self._session.execute(stmt, rows)
+        # Core, not ORM: a list of parameters to an ORM update means "by primary key".
+        timers = Timer.__table__
+        cancel = (
+            update(timers)  # type: ignore[arg-type]
+            .where(
+                timers.c.bot_id == bindparam("b"),
+                timers.c.telegram_user_id == bindparam("u"),
+                timers.c.kind == "downsell",
+                timers.c.state == TimerState.SCHEDULED,
+                timers.c.created_at < bindparam("at"),
             )
+            .values(state=TimerState.CANCELLED, result="cancelled: /start again")
+        )
+        await self._session.execute(
+            cancel,
+            [
+                {"b": r["bot_id"], "u": r["telegram_user_id"], "at": r["last_start_at"]}
+                for r in rows
+            ],
         )
 
     async def bought_since(self, bot_id: str, user_id: int, since: datetime) -> bool:
@@ -201,5 +213,33 @@ class FunnelRepository:
         )
 
 
-def _first(is_first: Any, new: Any, old: Any) -> Any:
-    return case((is_first, new), else_=old)
+def merge_starts(starts: Sequence[Start]) -> list[dict[str, Any]]:
+    """One row per user (an upsert may not touch a row twice), in lock order: the count of
+    their /starts, the first touch of the batch and its last."""
+    by_user: dict[tuple[str, int], list[Start]] = {}
+    for start in sorted(starts, key=lambda s: s.at):
+        by_user.setdefault((start.bot_id, start.telegram_user_id), []).append(start)
+    rows = []
+    for (bot_id, user_id), seen in sorted(by_user.items()):
+        touches = [s for s in seen if s.tracking_token or s.campaign_code]
+        first, last = (touches[0], touches[-1]) if touches else (None, None)
+        latest = seen[-1]
+        rows.append(
+            {
+                "bot_id": bot_id,
+                "telegram_user_id": user_id,
+                "first_name": next((s.first_name for s in reversed(seen) if s.first_name), None),
+                "username": next((s.username for s in reversed(seen) if s.username), None),
+                "first_interaction_at": seen[0].at,
+                "last_interaction_at": latest.at,
+                "starts": len(seen),
+                "last_start_at": latest.at,
+                "tracking_token": first.tracking_token if first else None,
+                "campaign_code": first.campaign_code if first else None,
+                "attributed_at": first.at if first else None,
+                "last_tracking_token": last.tracking_token if last else None,
+                "last_campaign_code": last.campaign_code if last else None,
+                "last_touched_at": last.at if last else None,
+            }
+        )
+    return rows
