@@ -90,6 +90,9 @@ class Sender:
 
     def unregister(self, bot_id: str) -> None:
         self._bots.pop(bot_id, None)
+        known = self._known.get(bot_id)
+        if known is not None:  # its metric series go with it (forget_bot): bind anew
+            known.counters.clear()
 
     def know(self, tokens: dict[str, str]) -> None:
         """The configured bots (id -> token): a timer or an outbox event may send for a bot

@@ -8,7 +8,7 @@ an uncertain send is not a failure).
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
@@ -24,10 +24,20 @@ def _buyer(message: Message, bot_id: str) -> Buyer:
     return Buyer(bot_id, user.id, user.first_name, user.username)
 
 
+async def _private(message: Message) -> bool:
+    """A filter as a coroutine: aiogram runs a plain callable (a magic ``F`` filter too) in a
+    worker thread per update."""
+    return message.chat.type == "private"
+
+
+async def _has_text(message: Message) -> bool:
+    return message.text is not None
+
+
 def register(router: Router) -> None:
     """/start (private chats): the funnel begins; /stats: the owners' figures."""
 
-    @router.message(CommandStart(), F.chat.type == "private")
+    @router.message(CommandStart(), _private)
     async def welcome(
         message: Message, bot_id: str, sales: SalesActions, scope: UpdateScope
     ) -> None:
@@ -66,4 +76,4 @@ async def fallback(
 
 def register_fallback(router: Router) -> None:
     """Any other text: the fallback. Registered last: it takes what nothing else took."""
-    router.message(F.text)(fallback)
+    router.message(_has_text)(fallback)

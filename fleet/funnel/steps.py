@@ -78,12 +78,14 @@ def _media(media: Media, part: str, extra: Mapping[str, Any], fallback: Send | N
     return Send(_MEDIA_METHOD[media.type], {media.type: source, **extra}, part, fallback=fallback)
 
 
-def welcome(funnel: FunnelConfig, filled: Mapping[str, str]) -> list[Send]:
+def welcome(
+    funnel: FunnelConfig, filled: Mapping[str, str], keyboard: Keyboard | None = None
+) -> list[Send]:
     """Media with the text as its caption when it fits (1,024 characters after entity
     parsing), else the media and then the text; buttons on the text; the audio after.
     Media Telegram refuses falls back to the text, so a welcome is never missing."""
     text = render(funnel.welcome.text, filled)
-    keyboard = welcome_keyboard(funnel)
+    keyboard = keyboard or welcome_keyboard(funnel)  # the caller may keep it per funnel
     as_text = _message(text, "text", keyboard)
     media = funnel.welcome.media
     steps: list[Send]

@@ -63,12 +63,22 @@ class SalesFlow:
     ) -> None:
         self._funnels = funnels
         self._starts = starts
+        # Built once per funnel object (a reload makes new ones): the welcome's buttons.
+        self._keyboards: dict[int, tuple[FunnelConfig, steps.Keyboard | None]] = {}
         self._payments = payments
         self._store = store
         self._bumps = bumps
         self._out = outbound
         self._followups = followups
         self._metrics = metrics
+
+    def _keyboard(self, funnel: FunnelConfig) -> steps.Keyboard | None:
+        kept = self._keyboards.get(id(funnel))
+        if kept is None or kept[0] is not funnel:
+            if len(self._keyboards) > 4096:  # reloads: drop funnels of the past
+                self._keyboards.clear()
+            kept = self._keyboards[id(funnel)] = (funnel, steps.welcome_keyboard(funnel))
+        return kept[1]
 
     def _step(self, bot_id: str, step: str) -> None:
         self._metrics.funnel_steps.labels(bot_id, step).inc()
@@ -88,8 +98,9 @@ class SalesFlow:
         self._step(buyer.bot_id, "start")
         await self._bumps.close(buyer.bot_id, buyer.user_id)  # Redis: the sender needs it too
         filled = steps.values(buyer.first_name)
+        welcome = steps.welcome(funnel, filled, self._keyboard(funnel))
         await self._out.send(
-            buyer.bot_id, buyer.user_id, steps.welcome(funnel, filled), purpose="welcome",
+            buyer.bot_id, buyer.user_id, welcome, purpose="welcome",
             key=(scope.update_id,), scope=scope,
         )  # fmt: skip
         self._step(buyer.bot_id, "welcome")

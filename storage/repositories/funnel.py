@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,25 +87,22 @@ class FunnelRepository:
             },
         )
         await self._session.execute(stmt, rows)
-        # Core, not ORM: a list of parameters to an ORM update means "by primary key".
-        timers = Timer.__table__
-        cancel = (
-            update(timers)  # type: ignore[arg-type]
-            .where(
-                timers.c.bot_id == bindparam("b"),
-                timers.c.telegram_user_id == bindparam("u"),
-                timers.c.kind == "downsell",
-                timers.c.state == TimerState.SCHEDULED,
-                timers.c.created_at < bindparam("at"),
-            )
-            .values(state=TimerState.CANCELLED, result="cancelled: /start again")
-        )
+        # One statement for the batch: (bot, user, /start time) arrays unnested and joined.
         await self._session.execute(
-            cancel,
-            [
-                {"b": r["bot_id"], "u": r["telegram_user_id"], "at": r["last_start_at"]}
-                for r in rows
-            ],
+            text(
+                "UPDATE timers SET state = 'cancelled', result = 'cancelled: /start again',"
+                " locked_until = NULL"
+                " FROM unnest(CAST(:bots AS text[]), CAST(:users AS bigint[]),"
+                " CAST(:ats AS timestamptz[])) AS s(bot_id, user_id, at)"
+                " WHERE timers.bot_id = s.bot_id AND timers.telegram_user_id = s.user_id"
+                " AND timers.kind = 'downsell' AND timers.state = 'scheduled'"
+                " AND timers.created_at < s.at"
+            ),
+            {
+                "bots": [r["bot_id"] for r in rows],
+                "users": [r["telegram_user_id"] for r in rows],
+                "ats": [r["last_start_at"] for r in rows],
+            },
         )
 
     async def bought_since(self, bot_id: str, user_id: int, since: datetime) -> bool:
