@@ -20,9 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("bot_users", sa.Column("campaign_code", sa.String(length=64), nullable=True))
-    op.add_column(
-        "bot_users", sa.Column("last_campaign_code", sa.String(length=64), nullable=True)
-    )
+    op.add_column("bot_users", sa.Column("last_campaign_code", sa.String(length=64), nullable=True))
     op.add_column(
         "bot_users", sa.Column("last_tracking_token", sa.String(length=64), nullable=True)
     )
