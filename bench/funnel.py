@@ -282,7 +282,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 cpu = cpu_seconds(fleet.pid) - cpu0
                 if spy is not None:
                     await stop_profiler(spy)
-                    summarize_profile(raw, REPORT.with_name("funnel-profile.md"))
+                    summarize_profile(raw, REPORT.with_name("funnel-profile.md"), workload="funnel")
                 rss = rss_mib(fleet.pid)
                 inside = await fleet_steps(port)
             finally:

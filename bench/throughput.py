@@ -326,7 +326,7 @@ async def stop_profiler(spy: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(spy.wait(), 60)
 
 
-def summarize_profile(raw: Path, out: Path, top: int = 40) -> None:
+def summarize_profile(raw: Path, out: Path, top: int = 40, workload: str = "throughput") -> None:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
@@ -353,7 +353,7 @@ def summarize_profile(raw: Path, out: Path, top: int = 40) -> None:
         return "\n".join(f"| {100 * n / total:5.1f}% | `{name}` |" for name, n in rows)
 
     out.write_text(
-        f"""# Profile of the fleet during the throughput workload
+        f"""# Profile of the fleet during the {workload} workload
 
 py-spy, 200 samples/s, {total} samples of the fleet's main thread while it was busy
 (py-spy leaves out idle samples: waiting on I/O is not in here).

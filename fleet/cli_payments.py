@@ -1,4 +1,4 @@
-"""``botfleet payments list | show ID | check ID``: charges, for operators.
+"""``botfleet payments list | show ID | check ID | stats``: charges, for operators.
 
 ``list`` and ``show`` read the database only; ``check`` also asks the charge's
 gateway (with the configured credentials) and applies its answer exactly as a
@@ -74,6 +74,45 @@ def payments_list(
             click.echo(orjson.dumps(_payment(payment)).decode())
         return
     click.echo(_table(found))
+
+
+@payments_group.command("stats")
+@_CONFIG
+@click.option("--bot", "bot_id", metavar="ID", help="Only this bot.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per bot.")
+def payments_stats(config_path: Path, bot_id: str | None, as_json: bool) -> None:
+    """Each bot's funnel today (Brasília) and in total: users, /starts, PIX, sales, revenue
+    (what owners get with /stats)."""
+    from fleet.cli import _with_engine
+    from fleet.funnel.steps import BRASILIA
+    from fleet.money import format_brl
+    from storage.funnel import FunnelStore
+
+    config = _load(config_path)
+    bots = [b.id for b in config.bots if bot_id in (None, b.id)]
+    midnight = datetime.combine(datetime.now(BRASILIA).date(), datetime.min.time(), BRASILIA)
+
+    async def work(engine: Any) -> Any:
+        store = FunnelStore(_sessions(engine))
+        return [(b, await store.figures(b, midnight), await store.figures(b, None)) for b in bots]
+
+    rows = _with_engine(config.database, work)
+    if as_json:
+        for bot, today, total in rows:
+            click.echo(orjson.dumps({"bot": bot, "today": vars_of(today), "total": vars_of(total)}))
+        return
+    click.echo(f"{'bot':<20} {'users':>13} {'starts':>13} {'PIX':>11} {'sales':>11}  revenue")
+    for bot, today, total in rows:
+        click.echo(
+            f"{bot:<20} {today.users:>6}/{total.users:<6} {today.starts:>6}/{total.starts:<6}"
+            f" {today.charges:>5}/{total.charges:<5} {today.sales:>5}/{total.sales:<5}"
+            f"  {format_brl(today.revenue_cents)} / {format_brl(total.revenue_cents)}"
+        )
+    click.echo("(today / total; today from midnight in Brasília)")
+
+
+def vars_of(figures: Any) -> dict[str, int]:
+    return {name: getattr(figures, name) for name in figures.__dataclass_fields__}
 
 
 @payments_group.command("show")

@@ -120,3 +120,15 @@ async def test_list_show_and_check_a_charge_paid_while_no_webhook_came(
 
     code, out, err = await run(cfg, database_url, "show", "999999")
     assert code == 1 and "no charge 999999" in err
+
+    # The owners' /stats, for operators: two PIX, one sale of R$ 19,90 (today and in total).
+    code, out, err = await run(cfg, database_url, "stats", "--bot", "loja", "--json")
+    assert code == 0, err
+    (figures,) = [json.loads(line) for line in out.splitlines()]
+    assert figures["bot"] == "loja"
+    assert figures["total"] == figures["today"]
+    assert {k: figures["total"][k] for k in ("charges", "sales", "revenue_cents")} == {
+        "charges": 2, "sales": 1, "revenue_cents": 1990,
+    }  # fmt: skip
+    code, out, err = await run(cfg, database_url, "stats")
+    assert code == 0 and "R$ 19,90 / R$ 19,90" in out, err
