@@ -59,6 +59,7 @@ from bench.throughput import (
     summarize_profile,
     until,
 )
+from bench.webhooks import bucket_quantile
 from fleet.emulator import EmulatorServer, EmulatorSettings, TelegramEmulator, User
 from fleet.emulator.pix import DEFAULT_SECRET
 from fleet.emulator.world import Action, Sent
@@ -217,22 +218,21 @@ async def fleet_steps(port: int) -> dict[str, dict[str, float]]:
     """``botfleet_funnel_step_seconds`` by step: count and p99 from its buckets."""
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
         text = await r.text()
-    buckets: dict[str, list[tuple[float, float]]] = {}
+    buckets: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "botfleet_funnel_step_seconds":
             continue
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
-                buckets.setdefault(sample.labels["step"], []).append(
-                    (float(sample.labels["le"]), sample.value)
-                )
-    out = {}
-    for step, rows in buckets.items():
-        rows.sort()
-        total = rows[-1][1]
-        p99 = next((le for le, count in rows if count >= 0.99 * total), float("inf"))
-        p50 = next((le for le, count in rows if count >= 0.5 * total), float("inf"))
-        out[step] = {"n": total, "p50_le": p50, "p99_le": p99}
+                counts = buckets.setdefault(sample.labels["step"], {})
+                counts[float(sample.labels["le"])] = sample.value
+    out: dict[str, dict[str, float]] = {}
+    for name, counts in buckets.items():
+        out[name] = {
+            "n": counts[float("inf")],
+            "p50_le": bucket_quantile({}, counts, 0.5) / 1000,  # ms -> s
+            "p99_le": bucket_quantile({}, counts, 0.99) / 1000,
+        }
     return out
 
 

@@ -12,12 +12,12 @@ before the record).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from fleet.lines import in_lines
 from fleet.metrics import FleetMetrics
 from storage.models import OutboxEvent
 from storage.payments import Outbox
@@ -60,20 +60,15 @@ class OutboxDispatcher:
         events were claimed."""
         events = await self._outbox.claim(now, _LEASE, self._batch)
         outcomes: list[OutboxOutcome] = []
-        # Events of one aggregate (a payment) in order; different ones at once: a delivery
-        # that waits for its chat's send slot does not hold up the others.
-        lines: dict[object, list[OutboxEvent]] = {}
-        for event in events:
-            lines.setdefault(event.payload.get("payment_id", ("event", event.id)), []).append(event)
-
-        async def run(line: list[OutboxEvent]) -> None:
-            for event in line:
-                outcomes.append(await self._deliver(event, now))
-
         try:
-            async with asyncio.TaskGroup() as group:
-                for line in lines.values():
-                    group.create_task(run(line))
+            # Events of one payment in order, different payments at once: a delivery waiting
+            # for its chat's send slot does not hold up the others.
+            await in_lines(
+                events,
+                lambda e: e.payload.get("payment_id", ("event", e.id)),
+                lambda e: self._deliver(e, now),
+                outcomes,
+            )
         finally:  # recorded together (one transaction); the rest waits for its lease
             await self._outbox.progress(outcomes)
         return len(events)

@@ -179,13 +179,13 @@ class SendGate:
         max_wait: float = 60.0,
     ) -> Grant:
         """A send slot (and the claim of ``key``), waiting in line; raises after ``max_wait``."""
-        line, bucket = chat_id, self._keys.rate(bot_id, kind, chat_id)
         if kind == "service":
             # Not a message: one roomy bucket per bot (the bot's own bucket rules), in a line
             # of its own beside the chat's messages.
             limits, line, bucket = self._limits.service, ~chat_id, self._keys.rate(bot_id, kind)
         else:
             limits = self._limits.private_chat if kind == "private" else self._limits.group
+            line, bucket = chat_id, self._keys.rate(bot_id, kind, chat_id)
         loop = asyncio.get_running_loop()
         waiter = _Waiter(
             chat=line,

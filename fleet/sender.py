@@ -121,19 +121,7 @@ class Sender:
             bot_id, method, {"chat_id": chat_id, **payload}, chat_id=chat_id, key=key,
             scope=scope, files=files, at_least_once=at_least_once, epoch=epoch,
         )  # fmt: skip
-        if outcome.ok and outcome.message_id is not None:
-            self._messages.add(
-                MessageRecord(
-                    bot_id=bot_id,
-                    chat_id=chat_id,
-                    message_id=outcome.message_id,
-                    direction=Direction.OUT,
-                    sent_at=datetime.now(UTC),
-                    user_id=chat_id,
-                    update_id=scope.update_id if scope is not None else None,
-                    text=payload.get("text") or payload.get("caption"),
-                )
-            )
+        self._record(bot_id, chat_id, outcome, scope, payload.get("text") or payload.get("caption"))
         return outcome
 
     async def send_message(
@@ -157,6 +145,20 @@ class Sender:
             bot_id, "sendMessage", payload, chat_id=chat_id, chat_kind=chat_kind, key=key,
             scope=scope,
         )  # fmt: skip
+        self._record(bot_id, chat_id, outcome, scope, text, private=chat_kind == "private")
+        return outcome
+
+    def _record(
+        self,
+        bot_id: str,
+        chat_id: int,
+        outcome: SendOutcome,
+        scope: UpdateScope | None,
+        text: str | None,
+        *,
+        private: bool = True,
+    ) -> None:
+        """A message Telegram accepted, into the message log (batched)."""
         if outcome.ok and outcome.message_id is not None:
             self._messages.add(
                 MessageRecord(
@@ -165,12 +167,11 @@ class Sender:
                     message_id=outcome.message_id,
                     direction=Direction.OUT,
                     sent_at=datetime.now(UTC),
-                    user_id=chat_id if chat_kind == "private" else None,
+                    user_id=chat_id if private else None,
                     update_id=scope.update_id if scope is not None else None,
                     text=text,
                 )
             )
-        return outcome
 
     async def call(
         self,

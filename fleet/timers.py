@@ -12,11 +12,11 @@ raises is tried again with back-off, then the timer is marked failed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from fleet.lines import in_lines
 from fleet.metrics import FleetMetrics
 from storage.models import Timer, TimerState
 from storage.repositories.timers import TimerOutcome
@@ -49,20 +49,15 @@ class TimerDispatcher:
         """One round: the due timers claimed and fired; how many were claimed."""
         claimed = await self.timers.claim(now, _LEASE, self._batch)
         outcomes: list[TimerOutcome] = []
-        # One user's timers in order; different users' at once (each send waits for its
-        # own chat's slot, not for the others').
-        lines: dict[tuple[str, int], list[Timer]] = {}
-        for timer in claimed:
-            lines.setdefault((timer.bot_id, timer.telegram_user_id), []).append(timer)
-
-        async def run(line: list[Timer]) -> None:
-            for timer in line:
-                outcomes.append(await self._fire(timer, now))
-
         try:
-            async with asyncio.TaskGroup() as group:
-                for line in lines.values():
-                    group.create_task(run(line))
+            # One user's timers in order, different users' at once (each send waits for its
+            # own chat's slot, not for the others').
+            await in_lines(
+                claimed,
+                lambda t: (t.bot_id, t.telegram_user_id),
+                lambda t: self._fire(t, now),
+                outcomes,
+            )
         finally:  # recorded together; a timer not reached waits for its lease
             await self.timers.finish(outcomes)
         return len(claimed)

@@ -60,7 +60,7 @@ class BumpSessions:
         self,
         redis: Redis,
         keys: RedisKeys,
-        batcher: CommandBatcher | None = None,
+        batcher: CommandBatcher,
         ttl: int = SESSION_TTL_SECONDS,
     ) -> None:
         self._redis = redis
@@ -96,11 +96,7 @@ class BumpSessions:
         return _load(raw)
 
     async def close(self, bot_id: str, user_id: int) -> None:
-        key = self._keys.bump_session(bot_id, user_id)
-        if self._batcher is not None:
-            await self._batcher.execute("DEL", key)
-        else:
-            await self._redis.delete(key)
+        await self._batcher.execute("DEL", self._keys.bump_session(bot_id, user_id))
 
 
 def _load(raw: Any) -> BumpSession | None:

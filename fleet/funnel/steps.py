@@ -7,6 +7,7 @@ idempotency key. Buttons carry the opaque ids of :mod:`fleet.funnel.callbacks`.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -120,7 +121,6 @@ def bump(bump: OrderBump, session: str, filled: Mapping[str, str]) -> Send:
 
 def pix(
     funnel: FunnelConfig,
-    offer: Offer,
     filled: Mapping[str, str],
     *,
     payment_id: int,
@@ -140,8 +140,8 @@ def pix(
             )
         )
     text = render(funnel.messages.pix, filled)
-    if notice:
-        text += f"\n\n<i>{render(notice, {})}</i>"
+    if notice:  # the gateway's words: text, never markup
+        text += f"\n\n<i>{html.escape(notice, quote=False)}</i>"
     button = {
         "text": funnel.messages.check_button,
         "callback_data": cb.encode(cb.CheckPayment(payment_id)),
@@ -169,10 +169,9 @@ def notice(template: str, filled: Mapping[str, str], part: str) -> Send:
 
 def sale(bot_id: str, offer_title: str, cents: int, buyer: str, payment_id: int) -> Send:
     """What the owners get when a sale is paid."""
+    bot, offer, name = (html.escape(v, quote=False) for v in (bot_id, offer_title, buyer))
     text = (
-        f"💰 <b>Venda confirmada</b>\nBot: {render('{plan}', {'plan': bot_id})}\n"
-        f"Oferta: {render('{plan}', {'plan': offer_title})}\n"
-        f"Valor: {format_brl(cents)}\nComprador: {render('{first_name}', {'first_name': buyer})}\n"
-        f"Pagamento #{payment_id}"
+        f"💰 <b>Venda confirmada</b>\nBot: {bot}\nOferta: {offer}\n"
+        f"Valor: {format_brl(cents)}\nComprador: {name}\nPagamento #{payment_id}"
     )
     return _message(text, "sale")

@@ -86,7 +86,7 @@ class Delivery:
         )  # fmt: skip
         result = outcomes[0].result if outcomes else "failed"
         key = self._outbound.key(
-            payment.bot_id, purpose, payment.telegram_user_id, payment.id, "access"
+            payment.bot_id, payment.telegram_user_id, purpose, (payment.id,), send.part
         )
         if result == "skipped" and await self._is_done(key):
             result = "ok"  # acknowledged by an attempt that died before recording it

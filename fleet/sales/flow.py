@@ -269,10 +269,7 @@ class SalesFlow:
             )  # fmt: skip
         except GatewayError as exc:
             log.warning("bot %s: no PIX for %s: %s", bot_id, offer.ref, exc)
-            note = steps.notice(funnel.messages.unavailable, filled, "unavailable")
-            await self._out.send(
-                bot_id, user_id, [note], purpose="pix", key=(scope.update_id,), scope=scope
-            )
+            await self._note(buyer, funnel.messages.unavailable, filled, "unavailable", scope)
             return
         payment = made.payment
         if made.result == Opened.BUSY:
@@ -281,10 +278,7 @@ class SalesFlow:
             raise ChargeInMaking(f"bot {bot_id}: a charge for {offer.ref} is being made")
         if made.result == Opened.COOLDOWN or payment is None:
             self._step(bot_id, "cooldown")
-            note = steps.notice(funnel.messages.cooldown, filled, "cooldown")
-            await self._out.send(
-                bot_id, user_id, [note], purpose="pix", key=(scope.update_id,), scope=scope
-            )
+            await self._note(buyer, funnel.messages.cooldown, filled, "cooldown", scope)
             return
         reused = made.result == Opened.REUSED
         self._step(bot_id, "pix_reused" if reused else "pix")
@@ -293,18 +287,30 @@ class SalesFlow:
             "expires_at": steps.when(payment.expires_at),
         }
         sends = steps.pix(
-            funnel, offer, filled, payment_id=payment.id, qr_png=_png(payment.qr_png_base64),
+            funnel, filled, payment_id=payment.id, qr_png=_png(payment.qr_png_base64),
             notice=made.notice,
         )  # fmt: skip
         # Keyed by the payment: the PIX of one charge is shown once, whichever update asks.
         await self._out.send(bot_id, user_id, sends, purpose="pix", key=(payment.id,), scope=scope)
         if reused:
-            note = steps.notice(funnel.messages.reused, filled, "reused")
-            await self._out.send(
-                bot_id, user_id, [note], purpose="pix", key=(scope.update_id,), scope=scope
-            )
+            await self._note(buyer, funnel.messages.reused, filled, "reused", scope)
         if follow_up:  # reused too: a retried update whose first run died before this point
             await self._followups.after_pix(payment, buyer.first_name)
+
+    async def _note(
+        self,
+        buyer: Buyer,
+        template: str,
+        filled: dict[str, str],
+        part: str,
+        scope: UpdateScope,
+        purpose: str = "pix",
+    ) -> None:
+        """A plain message about the charge this update is about (once per update)."""
+        await self._out.send(
+            buyer.bot_id, buyer.user_id, [steps.notice(template, filled, part)],
+            purpose=purpose, key=(scope.update_id,), scope=scope,
+        )  # fmt: skip
 
     async def _check(
         self, buyer: Buyer, query_id: str, funnel: FunnelConfig, payment_id: int, scope: UpdateScope
@@ -337,10 +343,7 @@ class SalesFlow:
         filled = steps.values(
             buyer.first_name, plan=checked.description, amount=format_brl(checked.amount_cents)
         )
-        await self._out.send(
-            buyer.bot_id, buyer.user_id, [steps.notice(template, filled, "status")],
-            purpose="check", key=(scope.update_id,), scope=scope,
-        )  # fmt: skip
+        await self._note(buyer, template, filled, "status", scope, purpose="check")
         return "check"
 
     # -- owners ----------------------------------------------------------------------------

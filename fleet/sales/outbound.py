@@ -25,8 +25,11 @@ class Outbound:
         self.sender = sender
         self._metrics = metrics
 
-    def key(self, bot_id: str, purpose: str, *parts: str | int) -> str:
-        return self.sender.key(bot_id, purpose, *parts)
+    def key(
+        self, bot_id: str, chat_id: int, purpose: str, key: Sequence[str | int], part: str
+    ) -> str:
+        """The idempotency key of one part of a step: (purpose, chat, *key, part)."""
+        return self.sender.key(bot_id, purpose, chat_id, *key, part)
 
     async def send(
         self,
@@ -78,6 +81,6 @@ class Outbound:
     ) -> SendOutcome:
         return await self.sender.send(
             bot_id, chat_id, step.method, step.payload,
-            key=self.sender.key(bot_id, purpose, chat_id, *key, step.part),
+            key=self.key(bot_id, chat_id, purpose, key, step.part),
             scope=scope, files=step.files or None, epoch=epoch, at_least_once=at_least_once,
         )  # fmt: skip

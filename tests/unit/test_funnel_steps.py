@@ -67,14 +67,14 @@ def test_the_pix_step_is_the_qr_then_the_code_with_the_check_button() -> None:
     assert offer is not None
     filled = steps.values("Ana", amount="R$ 29,80", pix_code="000201abc")
     qr, code = steps.pix(
-        FUNNEL_CONFIG, offer, filled, payment_id=42, qr_png=b"\x89PNG", notice="Pago via X"
+        FUNNEL_CONFIG, filled, payment_id=42, qr_png=b"\x89PNG", notice="Pago via X"
     )
     assert qr.method == "sendPhoto" and qr.files == {"qr": ("pix.png", b"\x89PNG", "image/png")}
     assert code.payload["text"] == "Pague R$ 29,80: <code>000201abc</code>\n\n<i>Pago via X</i>"
     (button,) = code.payload["reply_markup"]["inline_keyboard"][0]
     assert decode(button["callback_data"]) is not None and button["callback_data"] == "ck:42"
     (only,) = steps.pix(
-        FUNNEL_CONFIG, offer, filled, payment_id=42, qr_png=None, notice=None
+        FUNNEL_CONFIG, filled, payment_id=42, qr_png=None, notice=None
     )  # no QR from the gateway: the code alone
     assert only.part == "pix"
 

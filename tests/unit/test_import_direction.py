@@ -20,7 +20,7 @@ The tiers (DESIGN.md, "Layout"), with the modules added since in their place:
                fleet.offsets, fleet.assignment
 1 leaves       fleet (the package), fleet.config, fleet.config_base, fleet.config_funnel,
                fleet.config_file, fleet.context,
-               fleet.metrics, fleet.errors, fleet.logs, fleet.lazytypes, fleet.money
+               fleet.metrics, fleet.errors, fleet.logs, fleet.lazytypes, fleet.money, fleet.lines
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ TIERS: dict[str, int] = {
     "fleet.logs": 1,
     "fleet.lazytypes": 1,
     "fleet.money": 1,
+    "fleet.lines": 1,
 }
 
 
